@@ -1,0 +1,16 @@
+"""PyTorch reference models and the ONNX exporter (needs the `torch` extra)."""
+
+from .demo import demo_mels, demo_model, demo_prev_samples, gate_statistics
+from .export import export_step, export_wavernn
+from .wavernn import HParams, WaveRNN
+
+__all__ = [
+    "HParams",
+    "WaveRNN",
+    "demo_model",
+    "demo_mels",
+    "demo_prev_samples",
+    "gate_statistics",
+    "export_wavernn",
+    "export_step",
+]

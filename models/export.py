@@ -1,0 +1,289 @@
+"""Export a WaveRNN as ONE ONNX model: conditioning network + the whole sample loop as an ONNX Loop.
+
+torch's dynamo exporter (``torch.onnx.export(..., dynamo=True)``, the default in torch 2.13)
+traces three small modules (``modules.py``); this file joins them with onnx_ir::
+
+    mels [B, feat, frames] ─ conditioning ─> m [T, B', feat], aux [T, B', 4·aux]
+    noise [T, B', 2] ───────────────────────┐
+    Loop(T) body: x, h1, h2 ─ Gather(m, t), Gather(aux, t), Gather(noise, t) ─ step ─> x', h1', h2'
+                  scan output: sample [B']  ─> samples [T, B']
+    samples, mels ─ post-processing ─> wave [B, (frames-1)·hop]
+
+B' is the batch, or the number of folds with ``fold=(target, overlap)``. The weights are
+initializers of the main graph that the Loop body reads from the outer scope. With
+``teacher_forced=True`` the loop reads ``prev_samples [T, B']`` instead of feeding its own
+samples back and returns the per-step ``logits [T, B', C]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+
+import onnx
+import onnx_ir as ir
+import torch
+
+from .modules import Conditioning, PostProcess, Step, TeacherForcedStep
+from .wavernn import WaveRNN
+
+__all__ = ["export_wavernn", "export_step", "OPSET"]
+
+OPSET = 18
+FLOAT = ir.DataType.FLOAT
+INT64 = ir.DataType.INT64
+
+
+def export_wavernn(
+    model: WaveRNN,
+    *,
+    teacher_forced: bool = False,
+    fold: tuple[int, int] | None = None,
+) -> onnx.ModelProto:
+    """The whole generation of ``model`` as one ONNX model (see the module docstring)."""
+    model = model.eval()
+    if fold is not None:
+        target, overlap = int(fold[0]), int(fold[1])
+        if target < 1 or overlap < 1:
+            raise ValueError(f"fold target and overlap must be positive, got {fold}")
+        fold = (target, overlap)
+    hp = model.hp
+    cond = _trace(Conditioning(model, fold), (torch.rand(1 if fold else 2, hp.feat_dims, 6),),
+                  {"mels": {**({} if fold else {0: _dim("batch")}), 2: _dim("frames", 2)}})
+    step = _export_step_ir(model, teacher_forced)
+    main = ir.Graph([], [], nodes=[], opset_imports={"": OPSET}, name="wavernn")
+
+    (mels,) = _adopt_graph(cond, main, "cond")
+    m_seq, aux_seq = _take_outputs(cond)
+    mels.name = "mels"
+    main.inputs.append(mels)
+    folds = "folds" if fold else "batch"
+    if teacher_forced:
+        driver = _input("prev_samples", ["steps", folds])
+    else:
+        driver = _input("noise", ["steps", folds, 2])
+    main.inputs.append(driver)
+
+    loop = _build_loop(main, step, m_seq, aux_seq, driver, model.rnn_dims, teacher_forced)
+    if teacher_forced:
+        logits = loop.outputs[-1]
+        logits.name = "logits"
+        main.outputs.append(logits)
+    else:
+        samples = loop.outputs[-1]
+        samples.name = "samples"
+        # Folded, every fold has the same length and only the number of folds varies.
+        steps = sum(fold) + fold[1] if fold else 13
+        samples_dims = {1: _dim("folds")} if fold else {0: _dim("steps"), 1: _dim("batch")}
+        post = _trace(PostProcess(model, fold), (torch.rand(steps, 2), torch.rand(1, hp.feat_dims, 6)),
+                      {"samples": samples_dims, "mels": {0: _dim("mel_batch"), 2: _dim("frames", 2)}})
+        post_samples, post_mels = _adopt_graph(post, main, "post")
+        post_samples.replace_all_uses_with(samples)
+        post_mels.replace_all_uses_with(mels)
+        (wave,) = _take_outputs(post)
+        wave.name = "wave"
+        main.outputs.extend([wave, samples])
+
+    for value in main.outputs:
+        value.shape = None  # let ORT/onnx infer; declared below
+    _declare_outputs(main, teacher_forced, fold, model.n_classes)
+    ir_model = ir.Model(main, ir_version=10, producer_name="waveopt")
+    ir_model.metadata_props.update(_metadata(model, teacher_forced, fold))
+    proto = ir.serde.serialize_model(ir_model)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def export_step(model: WaveRNN, *, teacher_forced: bool = False) -> onnx.ModelProto:
+    """One step of the recurrence as its own ONNX model (inputs x, m_t, aux_t, h1, h2[, u])."""
+    return ir.serde.serialize_model(_export_step_ir(model.eval(), teacher_forced))
+
+
+def _export_step_ir(model: WaveRNN, teacher_forced: bool) -> ir.Model:
+    hp = model.hp
+    b = 2
+    args = [torch.zeros(b, 1), torch.rand(b, hp.feat_dims), torch.rand(b, 4 * hp.aux_dims),
+            torch.rand(b, hp.rnn_dims), torch.rand(b, hp.rnn_dims)]
+    names = ["x", "m_t", "aux_t", "h1", "h2"]
+    module = TeacherForcedStep(model) if teacher_forced else Step(model)
+    if not teacher_forced:
+        args.append(torch.rand(b, 2))
+        names.append("u")
+    batch = _dim("batch")
+    return _trace(module, tuple(args), {n: {0: batch} for n in names})
+
+
+# --- tracing ------------------------------------------------------------------------------
+def _dim(name: str, minimum: int = 1):
+    return torch.export.Dim(name, min=minimum)
+
+
+def _trace(module: torch.nn.Module, args: tuple, dynamic_shapes: dict) -> ir.Model:
+    """Dynamo-export ``module`` quietly and return it as an onnx_ir model."""
+    module = module.eval()
+    with warnings.catch_warnings(), _quiet_torch_logs():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, args, dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=OPSET,
+            optimize=True, verbose=False,
+        )
+    return ir.serde.deserialize_model(program.model_proto)
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    """Silence the exporter's progress lines and warnings (torchvision missing, ...)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "torch")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+# --- assembly -----------------------------------------------------------------------------
+def _adopt_graph(source: ir.Model, target: ir.Graph, prefix: str, nodes_into: ir.Graph | None = None):
+    """Move ``source``'s initializers into ``target`` and its nodes into ``nodes_into``.
+
+    Values are renamed ``prefix/...`` so names stay unique across the main graph and the
+    Loop body. Returns the source's graph inputs, detached so the caller can rewire them.
+    """
+    graph = source.graph
+    nodes_into = nodes_into if nodes_into is not None else target
+    for value in list(graph.initializers.values()):
+        graph.initializers.pop(value.name)
+        value.name = f"{prefix}/{value.name}"
+        target.register_initializer(value)
+    inputs = list(graph.inputs)
+    graph.inputs.clear()
+    for value in inputs:
+        value.name = f"{prefix}/{value.name}"
+    for node in list(graph):
+        graph.remove(node)
+        node.name = f"{prefix}/{node.name}" if node.name else None
+        for out in node.outputs:
+            out.name = f"{prefix}/{out.name}"
+        nodes_into.append(node)
+    return inputs
+
+
+def _take_outputs(source: ir.Model) -> list[ir.Value]:
+    outputs = list(source.graph.outputs)
+    source.graph.outputs.clear()
+    return outputs
+
+
+def _input(name: str, dims: list) -> ir.Value:
+    return ir.Value(name=name, type=ir.TensorType(FLOAT), shape=ir.Shape(dims))
+
+
+def _const_i64(graph: ir.Graph, name: str, values: list[int]) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(values, dtype=INT64, name=name))
+    value.type = ir.TensorType(INT64)
+    value.shape = ir.Shape([len(values)])
+    graph.register_initializer(value)
+    return value
+
+
+def _add(graph: ir.Graph, op: str, inputs, name: str, num_outputs: int = 1, **attrs) -> ir.Node:
+    node = ir.Node("", op, inputs, attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
+                   num_outputs=num_outputs, name=name)
+    for i, out in enumerate(node.outputs):
+        out.name = name if num_outputs == 1 else f"{name}_{i}"
+    graph.append(node)
+    return node
+
+
+def _build_loop(main, step: ir.Model, m_seq, aux_seq, driver, rnn_dims, teacher_forced) -> ir.Node:
+    """Append the initial states and the Loop node that runs ``step`` once per time step."""
+    # Trip count and the zero initial states, from m's shape [T, B', feat].
+    shape = _add(main, "Shape", [m_seq], "loop/shape").outputs[0]
+    one, two = (_const_i64(main, f"loop/c{i}", [i]) for i in (1, 2))
+    steps = _add(main, "Gather", [shape, _const_i64(main, "loop/i0", [0])], "loop/steps_1d").outputs[0]
+    trip_count = _add(main, "Squeeze", [steps], "loop/trip_count").outputs[0]
+    batch = _add(main, "Slice", [shape, one, two], "loop/batch").outputs[0]
+    state_shape = _add(main, "Concat", [batch, _const_i64(main, "loop/rnn_dims", [rnn_dims])],
+                       "loop/state_shape", axis=0).outputs[0]
+    x_shape = _add(main, "Concat", [batch, one], "loop/x_shape", axis=0).outputs[0]
+    zeros = ir.tensor([0.0], dtype=FLOAT)
+    h_init = _add(main, "ConstantOfShape", [state_shape], "loop/h_init", value=zeros).outputs[0]
+
+    # The body: gather this step's conditioning (and noise), then the traced step.
+    iteration = ir.Value(name="loop/t", type=ir.TensorType(INT64), shape=ir.Shape([]))
+    cond_in = ir.Value(name="loop/cond_in", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([]))
+    body = ir.Graph([iteration, cond_in], [], nodes=[], name="wavernn_step")
+    step_outputs = _take_outputs(step)
+    step_inputs = _adopt_graph(step, main, "step", nodes_into=body)
+    x_in, m_in, aux_in, h1_in, h2_in = step_inputs[:5]
+    m_t = _add(body, "Gather", [m_seq, iteration], "loop/m_t", axis=0).outputs[0]
+    aux_t = _add(body, "Gather", [aux_seq, iteration], "loop/aux_t", axis=0).outputs[0]
+    drive_t = _add(body, "Gather", [driver, iteration], "loop/drive_t", axis=0).outputs[0]
+    # Gathers must run before the traced step's nodes that read them.
+    for node in reversed([m_t.producer(), aux_t.producer(), drive_t.producer()]):
+        body.remove(node)
+        body.insert_before(body.node(0), node)
+    m_in.replace_all_uses_with(m_t)
+    aux_in.replace_all_uses_with(aux_t)
+    cond_out = _add(body, "Identity", [cond_in], "loop/cond_out").outputs[0]
+
+    if teacher_forced:
+        x_t = _add(body, "Unsqueeze", [drive_t, _const_i64(main, "loop/axis1", [1])], "loop/x_t")
+        body.remove(x_t)
+        body.insert_after(drive_t.producer(), x_t)
+        x_in.replace_all_uses_with(x_t.outputs[0])
+        h1_in.name, h2_in.name = "loop/h1", "loop/h2"
+        body.inputs.extend([h1_in, h2_in])
+        logits, h1_out, h2_out = step_outputs
+        body.outputs.extend([cond_out, h1_out, h2_out, logits])
+        initial = [h_init, h_init]
+    else:
+        step_inputs[5].replace_all_uses_with(drive_t)
+        for v, n in ((x_in, "loop/x"), (h1_in, "loop/h1"), (h2_in, "loop/h2")):
+            v.name = n
+        body.inputs.extend([x_in, h1_in, h2_in])
+        x_out, h1_out, h2_out, sample = step_outputs
+        body.outputs.extend([cond_out, x_out, h1_out, h2_out, sample])
+        x_init = _add(main, "ConstantOfShape", [x_shape], "loop/x_init", value=zeros).outputs[0]
+        initial = [x_init, h_init, h_init]
+
+    n_out = len(body.outputs) - 1
+    loop = ir.Node("", "Loop", [trip_count, None, *initial], attributes=[ir.AttrGraph("body", body)],
+                   num_outputs=n_out, name="loop")
+    for i, out in enumerate(loop.outputs):
+        out.name = f"loop/out{i}"
+    main.append(loop)
+    return loop
+
+
+def _declare_outputs(main: ir.Graph, teacher_forced: bool, fold, n_classes: int) -> None:
+    folds = "folds" if fold else "batch"
+    for value in main.outputs:
+        value.type = ir.TensorType(FLOAT)
+        if value.name == "logits":
+            value.shape = ir.Shape(["steps", folds, n_classes])
+        elif value.name == "samples":
+            value.shape = ir.Shape(["steps", folds])
+        elif value.name == "wave":
+            value.shape = ir.Shape([1 if fold else "batch", "wave_len"])
+
+
+def _metadata(model: WaveRNN, teacher_forced: bool, fold) -> dict[str, str]:
+    meta = {
+        "waveopt.kind": "wavernn",
+        "waveopt.mode": model.hp.mode,
+        "waveopt.form": "teacher_forced" if teacher_forced else "free_running",
+        "waveopt.hparams": json.dumps(model.hp.to_dict(), sort_keys=True),
+    }
+    if fold is not None:
+        meta["waveopt.fold"] = json.dumps({"target": fold[0], "overlap": fold[1]})
+    if not teacher_forced:
+        meta["waveopt.noise_input"] = "noise"
+        meta["waveopt.sampled_outputs"] = "samples"
+    return meta
