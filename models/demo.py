@@ -20,42 +20,13 @@ import math
 import numpy as np
 import torch
 
+from ..demo_data import demo_mels, demo_prev_samples
 from .wavernn import HParams, WaveRNN
 
 __all__ = ["demo_model", "demo_mels", "demo_prev_samples", "gate_statistics", "GATE_STD"]
 
 GATE_STD = 1.5
 LOGIT_STD = 4.0
-
-
-def demo_mels(frames: int = 40, batch: int = 1, feat_dims: int = 80, seed: int = 0) -> np.ndarray:
-    """Speech-like mel spectrograms [batch, feat_dims, frames] in [0, 1] (fatchord's scale).
-
-    Slowly moving formant bands over a spectral tilt, with seeded noise.
-    """
-    rng = np.random.default_rng(seed)
-    bins = np.arange(feat_dims)[:, None] / feat_dims
-    time = np.arange(frames)[None, :]
-    out = []
-    for _ in range(batch):
-        tilt = 0.7 - 0.4 * bins
-        level = 0.5 + 0.2 * np.sin(2 * np.pi * time / rng.uniform(15, 30))
-        spec = tilt * level
-        for formant in rng.uniform(0.05, 0.6, size=3):
-            centre = formant + 0.05 * np.sin(2 * np.pi * time / rng.uniform(8, 20) + rng.uniform(0, 6))
-            spec = spec + 0.3 * np.exp(-((bins - centre) ** 2) / 0.003)
-        spec = spec + 0.03 * rng.standard_normal(spec.shape)
-        out.append(np.clip(spec, 0.0, 1.0))
-    return np.stack(out).astype(np.float32)
-
-
-def demo_prev_samples(steps: int, batch: int = 1, seed: int = 0) -> np.ndarray:
-    """Plausible previous samples [steps, batch] in [-1, 1]: a few sines plus noise, mu-law-ish."""
-    rng = np.random.default_rng(seed + 1)
-    t = np.arange(steps)[:, None] / 22050.0
-    wave = sum(0.3 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6, size=(1, batch))) for f in (110, 220, 470))
-    wave = wave + 0.05 * rng.standard_normal((steps, batch))
-    return np.clip(wave, -1, 1).astype(np.float32)
 
 
 @torch.no_grad()

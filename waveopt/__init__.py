@@ -1,0 +1,31 @@
+"""waveopt: export WaveRNN vocoders to ONNX and optimize them for ONNX Runtime on CPUs.
+
+Library use::
+
+    import waveopt
+    result = waveopt.optimize(model)          # onnx.ModelProto or onnx_ir.Model
+    waveopt.save_model(result.model, "out.onnx")
+    sess = waveopt.session("out.onnx", threads=1)
+"""
+
+from .check import CheckFailed, compare_models
+from .errors import WaveoptError
+from .graph import load_model, save_model
+from .pipeline import OptimizeResult, PassReport, optimize
+from .report import graph_stats
+from .runtime import session
+
+__all__ = [
+    "optimize",
+    "OptimizeResult",
+    "PassReport",
+    "compare_models",
+    "CheckFailed",
+    "graph_stats",
+    "load_model",
+    "save_model",
+    "session",
+    "WaveoptError",
+]
+
+__version__ = "0.1.0"

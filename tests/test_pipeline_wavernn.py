@@ -1,0 +1,28 @@
+"""The pass pipeline on our own WaveRNN export: exact and idempotent."""
+
+from __future__ import annotations
+
+import onnx
+
+import waveopt
+from waveopt.model_info import example_inputs
+
+
+def test_pipeline_is_exact_and_idempotent(exports):
+    original = exports("raw")
+    once = waveopt.optimize(original)
+    twice = waveopt.optimize(once.model)
+    assert not twice.modified
+    assert all(r.summary.startswith("not applicable") for r in twice.reports)
+    assert twice.model.SerializeToString() == once.model.SerializeToString()
+    onnx.checker.check_model(once.model, full_check=True)
+    inputs = example_inputs(original, frames=8, seed=3)
+    result = waveopt.compare_models(original, once.model, inputs)
+    assert result.ok, result.summary()
+
+
+def test_pipeline_check_each_on_teacher_forced_export(exports):
+    original = exports("mol", teacher_forced=True)
+    result = waveopt.optimize(original, check_each=True, check_inputs=example_inputs(original, frames=3))
+    assert [r.name for r in result.reports] == ["simplify"]
+    assert {o.name for o in result.model.graph.output} == {"logits"}

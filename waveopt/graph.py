@@ -1,0 +1,141 @@
+"""Model I/O and graph walking helpers shared by passes, reports and checks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from waveopt.errors import WaveoptError
+
+__all__ = [
+    "atomic_write_bytes",
+    "iter_graphs",
+    "iter_nodes",
+    "load_model",
+    "loop_nodes",
+    "save_model",
+    "to_ir",
+    "to_proto",
+]
+
+AnyModel = onnx.ModelProto | ir.Model
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Read an ONNX model (and its external data); never modifies the file."""
+    path = Path(path)
+    if not path.exists():
+        raise WaveoptError(f"no such file: {path}")
+    if path.is_dir():
+        raise WaveoptError(f"{path} is a directory, not an ONNX model")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as e:  # DecodeError, OSError, ...: all mean "not a model"
+        raise WaveoptError(f"{path} is not a valid ONNX model ({_one_line(e)})") from e
+    # protobuf happily parses many garbage byte strings into a near-empty message.
+    problem = _structural_problem(model)
+    if problem:
+        raise WaveoptError(f"{path} is not a valid ONNX model ({problem})")
+    try:  # a no-op unless some tensor lives in an external file
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except Exception as e:
+        raise WaveoptError(f"{path}: cannot load external data ({_one_line(e)})") from e
+    return model
+
+
+def _structural_problem(model: onnx.ModelProto) -> str:
+    if model.ir_version <= 0:
+        return "ir_version is 0"
+    if not model.opset_import:
+        return "no opset_import"
+    if not model.HasField("graph"):
+        return "no graph"
+    if not model.graph.output:
+        return "graph has no outputs"
+    return ""
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def save_model(model: AnyModel, path: str | os.PathLike[str]) -> None:
+    """Write a model atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, to_proto(model).SerializeToString())
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write atomically: a temp file in the same directory, fsync, then os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # os.open with 0o666 lets the umask decide the final permissions.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WaveoptError(f"cannot write {path}: {e.strerror or e}") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def to_ir(model: AnyModel) -> ir.Model:
+    """An ``ir.Model`` view of ``model``; an ``ir.Model`` is returned as is."""
+    if isinstance(model, ir.Model):
+        return model
+    if isinstance(model, onnx.ModelProto):
+        return ir.serde.deserialize_model(model)
+    raise TypeError(f"expected onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}")
+
+
+def to_proto(model: AnyModel) -> onnx.ModelProto:
+    """A ``ModelProto`` of ``model``; a ``ModelProto`` is returned as is."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, ir.Model):
+        return ir.serde.serialize_model(model)
+    raise TypeError(f"expected onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}")
+
+
+def iter_graphs(graph: ir.Graph) -> Iterator[ir.Graph]:
+    """Yield ``graph`` and every subgraph below it (Loop/If/Scan bodies), recursively."""
+    yield graph
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        yield from _subgraphs(node)
+
+
+def loop_nodes(graph: ir.Graph) -> Iterator[ir.Node]:
+    """Yield every Loop node, in the main graph or in any subgraph."""
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        if node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
+            yield node
+
+
+def iter_nodes(graph: ir.Graph, in_loop: bool = False) -> Iterator[tuple[ir.Node, bool]]:
+    """Yield ``(node, inside_a_loop_body)`` for every node, subgraphs included."""
+    for node in graph:
+        yield node, in_loop
+        enters_loop = in_loop or (node.op_type == "Loop" and node.domain in ("", "ai.onnx"))
+        for sub in _subgraphs(node):
+            yield from iter_nodes(sub, enters_loop)
+
+
+def _subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
+    for attr in node.attributes.values():
+        if attr.is_ref():
+            continue
+        if attr.type == ir.AttributeType.GRAPH:
+            yield attr.as_graph()
+        elif attr.type == ir.AttributeType.GRAPHS:
+            yield from attr.as_graphs()

@@ -1,0 +1,62 @@
+"""ONNX Runtime sessions and timing, the way every waveopt command runs a model."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Callable
+
+import onnx
+import onnxruntime as ort
+
+__all__ = ["session", "session_options", "time_calls", "Timing"]
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """CPU session options: ``threads`` intra-op threads, no inter-op parallelism, no spinning."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads == 1:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def session(model: str | os.PathLike | onnx.ModelProto, threads: int = 1,
+            options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the CPU for a model path or ModelProto."""
+    options = options or session_options(threads)
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+class Timing:
+    """Wall-clock seconds of repeated calls, after warm-up."""
+
+    def __init__(self, seconds: list[float]):
+        self.seconds = seconds
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how noisy the repeats were."""
+        return (max(self.seconds) - min(self.seconds)) / self.median
+
+
+def time_calls(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed."""
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return Timing(seconds)
