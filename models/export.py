@@ -9,6 +9,12 @@ traces three small modules (``modules.py``); this file joins them with onnx_ir::
                   scan output: sample [B']  ─> samples [T, B']
     samples, mels ─ post-processing ─> wave [B, (frames-1)·hop]
 
+Every node carries ``metadata_props["waveopt.module"]``: the WaveRNN module it computes
+(``conditioning``, ``I``, ``rnn1``, ``rnn2``, ``fc1``, ``fc2``, ``fc3``, ``sampling``,
+``loop``, ``postprocess``), from the exporter's name scopes; the step's glue (aux slices,
+concats) carries ``step``. Passes keep it on the nodes they create, so a profile can
+attribute time by provenance. The exporter's bulkier metadata (stack traces) is dropped.
+
 B' is the batch, or the number of folds with ``fold=(target, overlap)``. The weights are
 initializers of the main graph that the Loop body reads from the outer scope. With
 ``teacher_forced=True`` the loop reads ``prev_samples [T, B']`` instead of feeding its own
@@ -56,7 +62,7 @@ def export_wavernn(
     step = _export_step_ir(model, teacher_forced)
     main = ir.Graph([], [], nodes=[], opset_imports={"": OPSET}, name="wavernn")
 
-    (mels,) = _adopt_graph(cond, main, "cond")
+    (mels,) = _adopt_graph(cond, main, "cond", module="conditioning")
     m_seq, aux_seq = _take_outputs(cond)
     mels.name = "mels"
     main.inputs.append(mels)
@@ -80,7 +86,7 @@ def export_wavernn(
         samples_dims = {1: _dim("folds")} if fold else {0: _dim("steps"), 1: _dim("batch")}
         post = _trace(PostProcess(model, fold), (torch.rand(steps, 2), torch.rand(1, hp.feat_dims, 6)),
                       {"samples": samples_dims, "mels": {0: _dim("mel_batch"), 2: _dim("frames", 2)}})
-        post_samples, post_mels = _adopt_graph(post, main, "post")
+        post_samples, post_mels = _adopt_graph(post, main, "post", module="postprocess")
         post_samples.replace_all_uses_with(samples)
         post_mels.replace_all_uses_with(mels)
         (wave,) = _take_outputs(post)
@@ -149,7 +155,8 @@ def _quiet_torch_logs():
 
 
 # --- assembly -----------------------------------------------------------------------------
-def _adopt_graph(source: ir.Model, target: ir.Graph, prefix: str, nodes_into: ir.Graph | None = None):
+def _adopt_graph(source: ir.Model, target: ir.Graph, prefix: str, nodes_into: ir.Graph | None = None,
+                 module: str = ""):
     """Move ``source``'s initializers into ``target`` and its nodes into ``nodes_into``.
 
     Values are renamed ``prefix/...`` so names stay unique across the main graph and the
@@ -168,10 +175,27 @@ def _adopt_graph(source: ir.Model, target: ir.Graph, prefix: str, nodes_into: ir
     for node in list(graph):
         graph.remove(node)
         node.name = f"{prefix}/{node.name}" if node.name else None
+        _tag_module(node, module)
         for out in node.outputs:
             out.name = f"{prefix}/{out.name}"
         nodes_into.append(node)
     return inputs
+
+
+# Name scopes of the traced modules -> the WaveRNN module a node belongs to.
+_SCOPES = {"model.I": "I", "rnn1": "rnn1", "rnn2": "rnn2", "model.fc1": "fc1", "model.fc2": "fc2",
+           "model.fc3": "fc3", "sampler": "sampling"}
+MODULE_KEY = "waveopt.module"
+
+
+def _tag_module(node: ir.Node, default: str) -> None:
+    """Set ``waveopt.module`` from the exporter's name scopes; drop the exporter's metadata."""
+    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
+    module = next((name for scope, name in _SCOPES.items() if f"'{scope}'" in scopes), default)
+    for key in [k for k in node.metadata_props if k.startswith("pkg.torch.") or k == "namespace"]:
+        del node.metadata_props[key]
+    if module:
+        node.metadata_props[MODULE_KEY] = module
 
 
 def _take_outputs(source: ir.Model) -> list[ir.Value]:
@@ -194,7 +218,7 @@ def _const_i64(graph: ir.Graph, name: str, values: list[int]) -> ir.Value:
 
 def _add(graph: ir.Graph, op: str, inputs, name: str, num_outputs: int = 1, **attrs) -> ir.Node:
     node = ir.Node("", op, inputs, attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
-                   num_outputs=num_outputs, name=name)
+                   num_outputs=num_outputs, name=name, metadata_props={MODULE_KEY: "loop"})
     for i, out in enumerate(node.outputs):
         out.name = name if num_outputs == 1 else f"{name}_{i}"
     graph.append(node)
@@ -220,7 +244,7 @@ def _build_loop(main, step: ir.Model, m_seq, aux_seq, driver, rnn_dims, teacher_
     cond_in = ir.Value(name="loop/cond_in", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([]))
     body = ir.Graph([iteration, cond_in], [], nodes=[], name="wavernn_step")
     step_outputs = _take_outputs(step)
-    step_inputs = _adopt_graph(step, main, "step", nodes_into=body)
+    step_inputs = _adopt_graph(step, main, "step", nodes_into=body, module="step")
     x_in, m_in, aux_in, h1_in, h2_in = step_inputs[:5]
     m_t = _add(body, "Gather", [m_seq, iteration], "loop/m_t", axis=0).outputs[0]
     aux_t = _add(body, "Gather", [aux_seq, iteration], "loop/aux_t", axis=0).outputs[0]
@@ -255,7 +279,7 @@ def _build_loop(main, step: ir.Model, m_seq, aux_seq, driver, rnn_dims, teacher_
 
     n_out = len(body.outputs) - 1
     loop = ir.Node("", "Loop", [trip_count, None, *initial], attributes=[ir.AttrGraph("body", body)],
-                   num_outputs=n_out, name="loop")
+                   num_outputs=n_out, name="loop", metadata_props={MODULE_KEY: "loop"})
     for i, out in enumerate(loop.outputs):
         out.name = f"loop/out{i}"
     main.append(loop)

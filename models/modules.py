@@ -14,7 +14,7 @@ from torch import nn
 
 from .wavernn import WaveRNN, decode_mu_law
 
-__all__ = ["Conditioning", "Step", "TeacherForcedStep", "PostProcess"]
+__all__ = ["Conditioning", "Step", "Sampler", "TeacherForcedStep", "PostProcess"]
 
 
 class Conditioning(nn.Module):
@@ -42,6 +42,17 @@ class Conditioning(nn.Module):
         return x[0][index]
 
 
+class Sampler(nn.Module):
+    """The model's sampling as a module of its own, so exported nodes carry its name scope."""
+
+    def __init__(self, model: WaveRNN):
+        super().__init__()
+        self.sample = model.sample
+
+    def forward(self, logits, u):
+        return self.sample(logits, u)
+
+
 class Step(nn.Module):
     """One free-running step: (x [B,1], m_t, aux_t, h1, h2, u [B,2]) -> (x', h1', h2', sample [B])."""
 
@@ -49,11 +60,12 @@ class Step(nn.Module):
         super().__init__()
         self.model = model
         self.rnn1, self.rnn2 = model.gru_cells()
+        self.sampler = Sampler(model)
 
     def forward(self, x, m_t, aux_t, h1, h2, u):
         a1, a2, a3, a4 = self.model.split_aux(aux_t)
         logits, h1, h2 = self.model.step_logits(x, m_t, a1, a2, a3, a4, h1, h2, (self.rnn1, self.rnn2))
-        sample = self.model.sample(logits, u)
+        sample = self.sampler(logits, u)
         return sample.unsqueeze(-1), h1, h2, sample
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "CheckFailed",
     "CheckResult",
     "OutputCheck",
+    "check_sampled",
     "compare_models",
     "cpu_session",
     "random_inputs",
@@ -143,7 +144,7 @@ def compare_models(
     records: dict[str, OutputCheck] = {}
     tie_step: int | None = None
     for name in sampled:
-        record, step = _check_sampled(
+        record, step = check_sampled(
             name, ref_out[name], cand_out.get(name), atol,
             inputs.get(noise_input) if noise_input else None, tie_eps, rerun_reference,
         )
@@ -205,7 +206,7 @@ def _sample_matches(ref: np.ndarray, cand: np.ndarray, atol: float) -> np.ndarra
     return np.isclose(cand, ref, rtol=0.0, atol=atol, equal_nan=True)
 
 
-def _check_sampled(
+def check_sampled(
     name: str, ref: np.ndarray, cand: np.ndarray | None, atol: float,
     noise: np.ndarray | None, tie_eps: float,
     rerun_reference: Callable[[np.ndarray], dict[str, np.ndarray]],
