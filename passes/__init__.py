@@ -1,15 +1,22 @@
-"""The pass registry: names, presets, lookup."""
+"""The pass registry: every pass module in this package, by name, and the presets.
+
+Each module ``passes/<name>.py`` defines one :class:`WaveoptPass` subclass (named in its
+``__all__``); it is registered under its ``name`` when this package is imported.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from waveopt.errors import WaveoptError
 from waveopt.passes.base import WaveoptPass
-from waveopt.passes.simplify import SimplifyPass
 
-__all__ = ["PASSES", "PRESETS", "SimplifyPass", "WaveoptPass", "get_pass", "register"]
+__all__ = ["PASSES", "PRESETS", "WaveoptPass", "get_pass", "register"]
 
 PASSES: dict[str, type[WaveoptPass]] = {}
 
+# Named pass lists, run in order. A name must be registered to be run.
 PRESETS: dict[str, list[str]] = {
     "portable": ["simplify"],
 }
@@ -34,4 +41,18 @@ def get_pass(name: str) -> type[WaveoptPass]:
         raise WaveoptError(f"unknown pass {name!r} (known passes: {known})") from None
 
 
-register(SimplifyPass)
+def _discover() -> None:
+    """Import every pass module here and register the pass classes it exports."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for attr in getattr(module, "__all__", ()):
+            obj = getattr(module, attr)
+            if isinstance(obj, type) and issubclass(obj, WaveoptPass) and obj.name:
+                register(obj)
+                globals()[attr] = obj
+                __all__.append(attr)
+
+
+_discover()
