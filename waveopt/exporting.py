@@ -46,7 +46,7 @@ def export_model(output: Path, *, checkpoint: Path | None, hparams: dict, sample
     form = "teacher-forced" if teacher_forced else "free-running"
     folded = f", folds of {fold[0]}+2x{fold[1]}" if fold else ""
     lines = [f"exported {source}: {model.hp.mode.upper()}, {form}{folded} -> {output}",
-             format_stats(graph_stats(proto, file_size=os.path.getsize(output)))]
+             format_stats(graph_stats(proto, file_size=os.path.getsize(output)), op_rows=False)]
     return "\n".join(lines)
 
 

@@ -259,11 +259,12 @@ _MAC_RULES: dict[str, Callable[[ir.Node, _Invariance], int | None]] = {
 }
 
 
-def format_stats(stats: GraphStats) -> str:
-    """One model's statistics as an aligned plain-text table."""
+def format_stats(stats: GraphStats, op_rows: bool = True) -> str:
+    """One model's statistics as an aligned plain-text table (``op_rows``: a row per op type)."""
     rows = [(label, _fmt(value)) for label, value in _headline(stats)]
-    rows += [(f"  {op} (outside loop)", _fmt(n)) for op, n in stats.ops_outside_loop.items()]
-    rows += [(f"  {op} (loop body)", _fmt(n)) for op, n in stats.ops_in_loop_body.items()]
+    if op_rows:
+        rows += [(f"  {op} (outside loop)", _fmt(n)) for op, n in stats.ops_outside_loop.items()]
+        rows += [(f"  {op} (loop body)", _fmt(n)) for op, n in stats.ops_in_loop_body.items()]
     if stats.unknown_mac_ops:
         rows.append(("MACs not counted", ", ".join(stats.unknown_mac_ops)))
     return _table([("", "value"), *rows])
