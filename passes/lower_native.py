@@ -1,0 +1,204 @@
+"""Replace a WaveRNN Loop by the fused ``WaveRNNLoop`` op and concat-matmul(-relu) by ``FusedDense``.
+
+Before (any form the exporter or the portable passes produce)::
+
+    Loop(T) body: Gather(P, t) ... Gemm/MatMul ... GRU gate math x2 ... Relu(dense) x2
+                  ... logits ... sampler(noise_t) -> sample, fed back
+After::
+
+    gi1 = Σ MatMul(P, M) + c   (likewise gi2, f1, f2: everything that does not depend on
+                                the recurrent state, computed for all T steps at once)
+    samples = waveopt.ops::WaveRNNLoop(gi1, gi2, f1, f2, u1, u2, u3, W_hh1, b_hh1, W_x2,
+                                       W_hh2, b_hh2, W_fc1, W_fc2, W_fc3, b_fc3, noise)
+
+The Loop is recognised by structure and algebra (``_wavernn_recurrence``): two GRU cells
+whose update is ``(1-z)·n + z·h``, dense layers and logits that are linear in the cell
+outputs, and a sampler checked numerically against WaveRNN's RAW / MOL sampler. The op's
+matrices are the linear forms' matrices (products folded in float64), so the result is
+the same computation up to fp32 summation order. Outside WaveRNN loops,
+``Relu?(Concat(x1, ..., xn) · W + b)`` with a constant W becomes ``FusedDense``.
+
+Not applicable — the model is left as it is, and the summary says why — when a Loop is
+not the recurrence (another cell, a sampler of another kind, final states used
+outside) or there is nothing of either pattern.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from waveopt.passes.base import WaveoptPass
+
+from ._linear_forms import LinearForm
+from ._wavernn_recurrence import NotRecognised, Recurrence, match_wavernn_loop
+
+__all__ = ["LowerNativePass", "OPS_DOMAIN"]
+
+OPS_DOMAIN = "waveopt.ops"
+MODULE_KEY = "waveopt.module"
+
+
+class LowerNativePass(WaveoptPass):
+    """Lower WaveRNN loops to ``WaveRNNLoop`` and concat-matmul(-relu) to ``FusedDense``."""
+
+    name = "lower_native"
+    description = "replace the WaveRNN Loop by the fused C++ op (needs the waveopt op library)"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        work = _with_shapes(model)
+        mode_hint = work.metadata_props.get("waveopt.mode")
+        lowered, reasons = 0, []
+        for loop in [n for n in work.graph if n.op_type == "Loop" and n.domain in ("", "ai.onnx")]:
+            try:
+                recurrence = match_wavernn_loop(loop, mode_hint)
+                _check_outputs_unused(recurrence)
+            except NotRecognised as exc:
+                reasons.append(str(exc))
+                continue
+            _replace_loop(work.graph, recurrence)
+            lowered += 1
+        if not lowered:
+            return self.result(model, note="; ".join(reasons) or "no Loop")
+        ir.passes.common.RemoveUnusedNodesPass()(work)
+        work.opset_imports[OPS_DOMAIN] = 1
+        _move_graph(work, model)
+        return self.result(model, f"lowered {lowered} WaveRNN Loop(s) to {OPS_DOMAIN}::WaveRNNLoop",
+                           note="; ".join(reasons))
+
+
+def _with_shapes(model: ir.Model) -> ir.Model:
+    """A copy of the model with ONNX shape inference applied (Loop bodies included)."""
+    proto = ir.serde.serialize_model(model)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # shape inference is a help, not a requirement
+        pass
+    return ir.serde.deserialize_model(proto)
+
+
+def _move_graph(src: ir.Model, dst: ir.Model) -> None:
+    dst.graph = src.graph
+
+
+def _check_outputs_unused(rec: Recurrence) -> None:
+    for i, out in enumerate(rec.loop.outputs):
+        if i != rec.output_index and (out.uses() or out.is_graph_output()):
+            raise NotRecognised("the Loop's final states are used after the loop")
+
+
+# --- building the op ----------------------------------------------------------------------
+class _Builder:
+    """Appends nodes before the Loop, tagging them with a module name."""
+
+    def __init__(self, graph: ir.Graph, anchor: ir.Node, prefix: str):
+        self.graph, self.anchor, self.prefix, self.count = graph, anchor, prefix, 0
+
+    def node(self, op, inputs, module, domain="", num_outputs=1, **attrs) -> list[ir.Value]:
+        self.count += 1
+        node = ir.Node(domain, op, inputs,
+                       attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
+                       num_outputs=num_outputs, name=f"{self.prefix}/{op}_{self.count}",
+                       metadata_props={MODULE_KEY: module})
+        for i, out in enumerate(node.outputs):
+            out.name = f"{self.prefix}/{op}_{self.count}_{i}"
+        self.graph.insert_before(self.anchor, node)
+        return list(node.outputs)
+
+    def const(self, array: np.ndarray, label: str, dtype=np.float32) -> ir.Value:
+        self.count += 1
+        name = f"{self.prefix}/{label}_{self.count}"
+        value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array, dtype=dtype), name=name))
+        value.shape = ir.Shape(list(np.shape(array)))
+        value.type = ir.TensorType(ir.DataType.FLOAT if dtype == np.float32 else ir.DataType.INT64)
+        self.graph.register_initializer(value)
+        return value
+
+
+def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
+    f = rec.forms
+    key = {k[4:]: v for k, v in f.items() if k.startswith("key:")}
+    b = _Builder(graph, rec.loop, "native")
+    trip = rec.loop.inputs[0]
+    trip_1d = b.node("Reshape", [trip, b.const(np.array([1]), "shape1", np.int64)], "loop")[0] \
+        if trip is not None else None
+
+    def per_step(forms: list[LinearForm], module: str) -> ir.Value:
+        """Σ_P MatMul(P, M_P) + c over the step sources of the column-stacked forms: [T, B, n]."""
+        form = _hstack(forms)
+        total = None
+        for skey, (outer, axis) in rec.step_tensors.items():
+            m = form.terms.get(skey)
+            if m is None or not np.any(m):
+                continue
+            rows = _time_major(b, outer, axis, trip_1d)
+            term = b.node("MatMul", [rows, b.const(m, "W")], module)[0]
+            total = term if total is None else b.node("Add", [total, term], module)[0]
+        const = b.const(form.const, "bias")
+        if total is None:
+            driver = _time_major(b, rec.driver[0], rec.driver[1], trip_1d)
+            shape = b.node("Shape", [driver], module, start=0, end=2)[0]
+            width = b.const(np.array([form.width]), "width", np.int64)
+            full = b.node("Concat", [shape, width], module, axis=0)[0]
+            return b.node("Expand", [const, full], module)[0]
+        return b.node("Add", [total, const], module)[0]
+
+    def term(form: LinearForm, name: str, rows: int) -> np.ndarray:
+        m = form.terms.get(key[name]) if key[name] is not None else None
+        return np.zeros((rows, form.width)) if m is None else m
+
+    hidden = rec.hidden
+    gates1, gates2 = [f["r1"], f["z1"], f["a1"]], [f["r2"], f["z2"], f["a2"]]
+    hidden1 = [f["r1"], f["z1"], f["b1"]]
+    hidden2 = [f["r2"], f["z2"], f["b2"]]
+    zeros = np.zeros(2 * hidden)
+    inputs = [
+        per_step(gates1, "rnn1"),
+        per_step(gates2, "rnn2"),
+        per_step([f["f1"]], "fc1"),
+        per_step([f["f2"]], "fc2"),
+        b.const(np.concatenate([term(g, "s", 1) for g in gates1], axis=1)[0], "u1"),
+        b.const(np.concatenate([term(g, "s", 1) for g in gates2], axis=1)[0], "u2"),
+        b.const(term(f["f1"], "s", 1)[0], "u3"),
+        b.const(np.concatenate([term(g, "h1", hidden) for g in hidden1], axis=1).T, "W_hh1"),
+        b.const(np.concatenate([zeros, f["b1"].const]), "b_hh1"),
+        b.const(np.concatenate([term(g, "h1o", hidden) for g in gates2], axis=1).T, "W_x2"),
+        b.const(np.concatenate([term(g, "h2", hidden) for g in hidden2], axis=1).T, "W_hh2"),
+        b.const(np.concatenate([zeros, f["b2"].const]), "b_hh2"),
+        b.const(term(f["f1"], "h1o", hidden).T, "W_fc1"),
+        b.const(term(f["f2"], "t1", rec.fc).T, "W_fc2"),
+        b.const(term(f["logits"], "t2", rec.fc).T, "W_fc3"),
+        b.const(f["logits"].const, "b_fc3"),
+        _time_major(b, rec.driver[0], rec.driver[1], trip_1d),
+    ]
+    (out,) = b.node("WaveRNNLoop", inputs, "loop", domain=OPS_DOMAIN,
+                    mode=rec.mode, teacher_forced=int(rec.teacher_forced))
+    old = rec.loop.outputs[rec.output_index]
+    out.type = ir.TensorType(ir.DataType.FLOAT)
+    out.shape = old.shape
+    name = old.name
+    old.replace_all_uses_with(out, replace_graph_outputs=True)
+    graph.remove(rec.loop, safe=False)
+    out.name = name
+
+
+def _time_major(b: _Builder, outer: ir.Value, axis: int, trip_1d) -> ir.Value:
+    """The outer per-step tensor as [T, B, ...], cut to the Loop's trip count."""
+    value = outer
+    if axis == 1:
+        perm = [1, 0] + list(range(2, len(outer.shape))) if outer.shape is not None else [1, 0, 2]
+        value = b.node("Transpose", [value], "loop", perm=perm)[0]
+    if trip_1d is not None:
+        value = b.node("Slice", [value, b.const(np.array([0]), "start", np.int64), trip_1d,
+                                 b.const(np.array([0]), "axis", np.int64)], "loop")[0]
+    return value
+
+
+def _hstack(forms: list[LinearForm]) -> LinearForm:
+    keys = set().union(*(f.terms for f in forms))
+    terms = {}
+    for k in keys:
+        rows = next(f.terms[k].shape[0] for f in forms if k in f.terms)
+        terms[k] = np.concatenate([f.terms.get(k, np.zeros((rows, f.width))) for f in forms], axis=1)
+    return LinearForm(sum(f.width for f in forms), terms, np.concatenate([f.const for f in forms]))

@@ -1,0 +1,117 @@
+"""Run a model lowered by ``lower_native`` without the C++ library: ORT computes everything
+up to the fused op, numpy runs the op's documented semantics. An independent check of the
+lowering (and a reference for the op)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from waveopt.runtime import session
+
+MOL_MIXTURES = 10
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def wavernn_loop(gi1, gi2, f1, f2, u1, u2, u3, w_hh1, b_hh1, w_x2, w_hh2, b_hh2, w_fc1, w_fc2, w_fc3,
+                 b_fc3, driver, mode: str, teacher_forced: bool):
+    """The WaveRNNLoop op in float64 numpy: samples [T, B] or logits [T, B, N]."""
+    steps, batch, three_h = gi1.shape
+    hidden = three_h // 3
+    h1 = np.zeros((batch, hidden))
+    h2 = np.zeros((batch, hidden))
+    s = np.zeros((batch, 1))
+    out = []
+
+    def cell(gi, h, w_hh, b_hh):
+        gh = h @ w_hh.T + b_hh
+        r = _sigmoid(gi[:, :hidden] + gh[:, :hidden])
+        z = _sigmoid(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
+        n = np.tanh(gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:])
+        return (1 - z) * n + z * h
+
+    for t in range(steps):
+        if teacher_forced:
+            s = driver[t][:, None].astype(np.float64)
+        h1 = cell(gi1[t] + s * u1, h1, w_hh1, b_hh1)
+        h2 = cell(gi2[t] + s * u2 + h1 @ w_x2.T, h2, w_hh2, b_hh2)
+        t1 = np.maximum(f1[t] + s * u3 + (h1 + h2) @ w_fc1.T, 0)
+        t2 = np.maximum(f2[t] + t1 @ w_fc2.T, 0)
+        logits = t2 @ w_fc3.T + b_fc3
+        if teacher_forced:
+            out.append(logits)
+            continue
+        from waveopt.passes._sampler_check import reference_sample
+
+        sample = reference_sample(logits.astype(np.float32), driver[t], mode).astype(np.float64)
+        out.append(sample)
+        s = sample[:, None]
+    return np.stack(out).astype(np.float32)
+
+
+def run_lowered(model: onnx.ModelProto, feed: dict) -> dict:
+    """Outputs of a lowered model: ORT up to the WaveRNNLoop node, numpy for the node itself."""
+    nodes = [n for n in model.graph.node if n.op_type == "WaveRNNLoop"]
+    assert len(nodes) == 1
+    op = nodes[0]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.node[list(model.graph.node).index(op)]
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    needed = [name for name in op.input if name not in initializers]
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in needed)
+    # Nodes after the op cannot run here: keep only what the op's inputs need.
+    values = dict(zip(needed, session(_prune(probe)).run(needed, feed)))
+    args = [values[n] if n in values else initializers[n] for n in op.input]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in op.attribute}
+    mode = attrs["mode"].decode() if isinstance(attrs["mode"], bytes) else attrs["mode"]
+    result = wavernn_loop(*[np.asarray(a, np.float64) if i < 16 else a for i, a in enumerate(args)],
+                          mode=mode, teacher_forced=bool(attrs["teacher_forced"]))
+    # The rest of the graph (post-processing) runs in ORT with the op's output as an input.
+    rest = onnx.ModelProto()
+    rest.CopyFrom(model)
+    index = list(model.graph.node).index(op)
+    del rest.graph.node[: index + 1]
+    rest.graph.input.append(onnx.helper.make_tensor_value_info(op.output[0], onnx.TensorProto.FLOAT, None))
+    outputs = [o.name for o in rest.graph.output]
+    rest_feed = {**{k: v for k, v in feed.items() if _used(rest, k)}, op.output[0]: result}
+    if all(name == op.output[0] for name in outputs):
+        return {op.output[0]: result}
+    return dict(zip(outputs, session(_prune(rest)).run(outputs, rest_feed)))
+
+
+def _used(model, name):
+    return any(name in n.input for n in model.graph.node) or any(o.name == name for o in model.graph.output)
+
+
+def _prune(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop nodes no output needs and inputs nothing reads."""
+    needed = {o.name for o in model.graph.output}
+    keep = []
+    for node in reversed(model.graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(node.input)
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    needed.update(_graph_inputs(attr.g))
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(keep))
+    inputs = [i for i in model.graph.input if i.name in needed]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    return model
+
+
+def _graph_inputs(graph):
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                names.update(_graph_inputs(attr.g))
+    return names
