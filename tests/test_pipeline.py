@@ -36,7 +36,7 @@ def test_registry():
     assert PRESETS["portable"] == ["simplify"]
     assert get_pass("simplify") is SimplifyPass
     assert PASSES["simplify"].name == "simplify"
-    with pytest.raises(WaveoptError, match=r"unknown pass 'nope' \(known passes: simplify\)"):
+    with pytest.raises(WaveoptError, match=r"unknown pass .nope. \(known passes: .*simplify.*\)"):
         get_pass("nope")
 
 
@@ -84,7 +84,7 @@ def test_skip_and_explicit_lists():
     "kwargs, message",
     [
         ({"passes": ["simplify", "fuse_everything"]}, "unknown pass 'fuse_everything'"),
-        ({"skip": ["typo"]}, "unknown pass 'typo' .known passes: simplify"),
+        ({"skip": ["typo"]}, "unknown pass 'typo' .known passes: .*simplify"),
         ({"preset": "turbo"}, "unknown preset 'turbo' .known presets: portable"),
     ],
 )

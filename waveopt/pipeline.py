@@ -64,15 +64,24 @@ def optimize(
     check_each: bool = False,
     check_inputs: Mapping[str, np.ndarray] | None = None,
     check_options: Mapping[str, Any] | None = None,
+    pass_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> OptimizeResult[ModelT]:
     """Run the passes on a copy of ``model``; the caller's object is never modified.
+
+    ``pass_options`` gives a pass its constructor arguments by name, e.g.
+    ``{"pad_dims": {"multiple": 32}}``.
 
     With ``check_each``, every pass that changed the model is followed by
     :func:`waveopt.check.compare_models` against the original model on
     ``check_inputs`` (default: :func:`waveopt.check.random_inputs`), and the first
     mismatch raises :class:`CheckFailed` naming the pass.
     """
-    instances: list[WaveoptPass] = [get_pass(n)() for n in resolve_passes(passes, skip, preset)]
+    options = dict(pass_options or {})
+    names = resolve_passes(passes, skip, preset)
+    unused = set(options) - set(names)
+    if unused:
+        raise WaveoptError(f"options given for passes that do not run: {', '.join(sorted(unused))}")
+    instances: list[WaveoptPass] = [get_pass(n)(**options.get(n, {})) for n in names]
     if isinstance(model, ir.Model):
         original = ir.serde.serialize_model(model)
     else:
