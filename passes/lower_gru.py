@@ -1,0 +1,233 @@
+"""Lower a one-step ONNX GRU op to the GRUCell math our exporter writes (Gemm + Split + gates).
+
+before (seq_len 1, e.g. inside a Loop body; ONNX gate order z, r, h)::
+
+    Y, Y_h = GRU(Unsqueeze(x, 0), W, R, B, , Unsqueeze(h, 0))
+    h'     = Squeeze(Y_h, 0)
+
+after (PyTorch's GRUCell as torch exports it; gate order r, z, n in new fp32 weights)::
+
+    i_r, i_z, i_n = Split(Gemm(x, W_rzn, b_ih_rzn, transB=1))
+    h_r, h_z, h_n = Split(Gemm(h, R_rzn, b_hh_rzn, transB=1))
+    r = Sigmoid(h_r + i_r);  z = Sigmoid(h_z + i_z)
+    n = Tanh(i_n + h_n * r)                         # linear_before_reset=1 (PyTorch)
+    h' = (h - n) * z + n                            # = (1 - z) * n + z * h
+
+    linear_before_reset=0: h_r, h_z = Split(Gemm(h, R_rz, b_hh_rz));
+                           n = Tanh(i_n + Gemm(r * h, R_n, b_hn))
+
+Exact: the same products and sums as the ONNX GRU definition, with only the fp32 rounding
+order of the additions free (the ONNX kernel adds the biases in its own order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from waveopt.passes._ir_helpers import (
+    Emitter, Names, const_array, const_ints, is_default_domain, remove_if_dead, replace_value,
+)
+from waveopt.passes.base import WaveoptPass
+
+__all__ = ["LowerGruPass"]
+
+_DEFAULT_ACTIVATIONS = ["Sigmoid", "Tanh"]
+
+
+class LowerGruPass(WaveoptPass):
+    """Rewrite every one-step ONNX GRU op as Gemm + Split + Sigmoid/Tanh gate math.
+
+    1. A ``GRU`` of the default domain is lowered when it runs exactly one step: its X has
+       a static sequence length of 1, or X is ``Unsqueeze`` of a value on the sequence axis.
+    2. It must be ``direction="forward"`` (one direction), have the default activations
+       (Sigmoid, Tanh) without alpha/beta, no ``clip``, no ``sequence_lens`` input, and
+       constant float32 W, R (and B, if given). ``layout`` 0 and 1 and
+       ``linear_before_reset`` 0 and 1 are handled; a missing B is a zero bias, a missing
+       ``initial_h`` a zero state.
+    3. X = Unsqueeze(x) and initial_h = Unsqueeze(h) are read through (x and h feed the
+       Gemms); consumers of Y / Y_h that only Squeeze the unit axes read h' directly;
+       any other consumer gets Y / Y_h back from an Unsqueeze of h'.
+    4. Any other GRU is left alone and the summary says why. Every new node copies the
+       GRU's metadata (``waveopt.module``); weights no longer used are removed.
+    """
+
+    name = "lower_gru"
+    description = "lower one-step ONNX GRU ops to Gemm + Split + Sigmoid/Tanh (PyTorch GRUCell form)"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        grus = [n for n in ir.traversal.RecursiveGraphIterator(model.graph)
+                if n.op_type == "GRU" and is_default_domain(n)]
+        if not grus:
+            return self.result(model, note="no GRU op")
+        names = Names(model)
+        lowered, skipped = 0, []
+        for node in grus:
+            label = node.name or (node.outputs[1].name if len(node.outputs) > 1 else "") or "GRU"
+            plan, why = _plan(node)
+            if plan is None:
+                skipped.append(f"GRU {label!r}: {why}")
+                continue
+            _lower(node, plan, model.graph, names)
+            lowered += 1
+        note = "; ".join(skipped)
+        if not lowered:
+            return self.result(model, note=note)
+        return self.result(model, f"lowered {lowered} GRU op(s) to Gemm + Split + gate math", note)
+
+
+class _Plan:
+    def __init__(self, layout, lbr, hidden, w, r, b, x, h):
+        self.layout, self.lbr, self.hidden = layout, lbr, hidden
+        self.w, self.r, self.b = w, r, b  # numpy, ONNX order: W [3H, I], R [3H, H], B [6H] or None
+        self.x, self.h = x, h  # (value, read_through): x [B, I] / h [B, H] or None
+
+
+def _input(node: ir.Node, i: int) -> ir.Value | None:
+    return node.inputs[i] if len(node.inputs) > i else None
+
+
+def _plan(node: ir.Node) -> tuple[_Plan | None, str]:
+    """What lowering ``node`` needs, or None and the reason it does not apply."""
+    attrs = node.attributes
+    direction = attrs.get_string("direction", "forward")
+    if direction != "forward":
+        return None, f"direction {direction!r} (only 'forward' is lowered)"
+    activations = attrs.get_strings("activations", None)
+    if activations is not None and list(activations) != _DEFAULT_ACTIVATIONS:
+        return None, f"activations {list(activations)} (only the default Sigmoid, Tanh)"
+    if "activation_alpha" in attrs or "activation_beta" in attrs:
+        return None, "activation_alpha/beta set"
+    if "clip" in attrs:
+        return None, "clip set"
+    layout = attrs.get_int("layout", 0)
+    lbr = attrs.get_int("linear_before_reset", 0)
+    if _input(node, 4) is not None:
+        return None, "sequence_lens given"
+    w, r = const_array(_input(node, 1)), const_array(_input(node, 2))
+    b_value = _input(node, 3)
+    b = const_array(b_value) if b_value is not None else None
+    if w is None or r is None or (b_value is not None and b is None):
+        return None, "weights are not constant"
+    if any(a.dtype != np.float32 for a in (w, r, *([b] if b is not None else []))):
+        return None, "weights are not float32"
+    if w.ndim != 3 or r.ndim != 3 or w.shape[0] != 1 or r.shape[0] != 1:
+        return None, "not one direction"
+    hidden = r.shape[2]
+    if attrs.get_int("hidden_size", hidden) != hidden or r.shape[1] != 3 * hidden or w.shape[1] != 3 * hidden:
+        return None, "weight shapes do not match hidden_size"
+    if b is not None and b.shape != (1, 6 * hidden):
+        return None, f"bias shape {list(b.shape)}"
+    seq_axis, dir_axis = (1, 1) if layout else (0, 0)
+    x = _unit_axis_source(_input(node, 0), seq_axis, 3)
+    if x is None:
+        return None, "sequence length not known to be 1"
+    h_value = _input(node, 5)
+    h = _unit_axis_source(h_value, dir_axis, 3) if h_value is not None else None
+    if h_value is not None and h is None:
+        return None, "initial_h has no unit direction axis"
+    return _Plan(layout, lbr, hidden, w[0], r[0], b[0] if b is not None else None, x, h), ""
+
+
+def _unit_axis_source(value: ir.Value | None, axis: int, rank: int):
+    """(source, read_through) when ``value`` has size 1 on ``axis``: read_through means
+    ``value`` is Unsqueeze(source, [axis]); else (value, False) for a static size 1."""
+    if value is None:
+        return None
+    node = value.producer()
+    if node is not None and node.op_type == "Unsqueeze" and is_default_domain(node):
+        axes = const_ints(_input(node, 1))
+        if axes is not None and [a % rank for a in axes] == [axis]:
+            return node.inputs[0], True
+    shape = value.shape
+    if shape is not None and len(shape) == rank and shape[axis] == 1:
+        return value, False
+    return None
+
+
+def _gates(array: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ONNX blocks (z, r, h) along axis 0 -> (r, z, n)."""
+    z, r, n = (array[i * hidden:(i + 1) * hidden] for i in range(3))
+    return r, z, n
+
+
+def _lower(node: ir.Node, plan: _Plan, root: ir.Graph, names: Names) -> None:
+    graph = node.graph
+    hidden = plan.hidden
+    base = f"{node.name or 'gru'}/"
+    emit = Emitter(graph, names, root, dict(node.metadata_props), anchor=node, prefix=base)
+    seq_axis = 1 if plan.layout else 0
+    dir_axis = 1 if plan.layout else 0
+
+    x, x_through = plan.x
+    if not x_through:
+        x = emit.one("Squeeze", [x, emit.ints([seq_axis])], "x")
+    if plan.h is None:
+        batch = emit.one("Shape", [x], "batch", start=0, end=1)
+        shape = emit.one("Concat", [batch, emit.ints([hidden])], "h0_shape", axis=0)
+        h = emit.one("ConstantOfShape", [shape], "h0", value=ir.tensor(np.zeros(1, np.float32)))
+    else:
+        h, h_through = plan.h
+        if not h_through:
+            h = emit.one("Squeeze", [h, emit.ints([dir_axis])], "h")
+
+    w_r, w_z, w_n = _gates(plan.w, hidden)
+    r_r, r_z, r_n = _gates(plan.r, hidden)
+    if plan.b is not None:
+        wb_r, wb_z, wb_n = _gates(plan.b[:3 * hidden], hidden)
+        rb_r, rb_z, rb_n = _gates(plan.b[3 * hidden:], hidden)
+
+    def gemm(a, weight, bias, name):
+        inputs = [a, emit.weight(weight, f"{name}_weight")]
+        if bias is not None:
+            inputs.append(emit.weight(bias, f"{name}_bias"))
+        return emit.one("Gemm", inputs, name, transB=1)
+
+    has_b = plan.b is not None
+    gi = gemm(x, np.concatenate([w_r, w_z, w_n]), np.concatenate([wb_r, wb_z, wb_n]) if has_b else None, "gemm_ih")
+    i_r, i_z, i_n = emit.op("Split", [gi], 3, "split_ih", axis=1, num_outputs=3)
+    if plan.lbr:
+        gh = gemm(h, np.concatenate([r_r, r_z, r_n]), np.concatenate([rb_r, rb_z, rb_n]) if has_b else None,
+                  "gemm_hh")
+        h_r, h_z, h_n = emit.op("Split", [gh], 3, "split_hh", axis=1, num_outputs=3)
+    else:
+        gh = gemm(h, np.concatenate([r_r, r_z]), np.concatenate([rb_r, rb_z]) if has_b else None, "gemm_hh")
+        h_r, h_z = emit.op("Split", [gh], 2, "split_hh", axis=1, num_outputs=2)
+    r = emit.one("Sigmoid", [emit.one("Add", [h_r, i_r], "r_pre")], "r")
+    z = emit.one("Sigmoid", [emit.one("Add", [h_z, i_z], "z_pre")], "z")
+    if plan.lbr:
+        n_pre = emit.one("Add", [i_n, emit.one("Mul", [h_n, r], "r_h_n")], "n_pre")
+    else:
+        h_n = gemm(emit.one("Mul", [r, h], "r_h"), r_n, rb_n if has_b else None, "gemm_hn")
+        n_pre = emit.one("Add", [i_n, h_n], "n_pre")
+    n = emit.one("Tanh", [n_pre], "n")
+    h_minus_n = emit.one("Sub", [h, n], "h_minus_n")
+    h_new = emit.one("Add", [emit.one("Mul", [h_minus_n, z], "z_h_minus_n"), n], "h_new")
+    batch = x.shape[0] if x.shape is not None and len(x.shape) == 2 else None
+    widths = {gi: 3 * hidden, gh: (3 if plan.lbr else 2) * hidden}
+    for value in (o for n in emit.nodes if n.op_type not in ("Shape", "Concat", "Squeeze") for o in n.outputs):
+        if value.const_value is None:
+            value.type = ir.TensorType(ir.DataType.FLOAT)
+            value.shape = ir.Shape([batch, widths.get(value, hidden)])
+
+    # Y [seq, dir, B, H] (layout 1: [B, seq, dir, H]) and Y_h [dir, B, H] ([B, dir, H]).
+    bypassed = []
+    for index, axes, rank in ((0, [1, 2] if plan.layout else [0, 1], 4), (1, [dir_axis], 3)):
+        if len(node.outputs) <= index:
+            continue
+        old = node.outputs[index]
+        for user, _ in list(old.uses()):
+            is_squeeze = user.op_type == "Squeeze" and is_default_domain(user)
+            squeezed = const_ints(_input(user, 1)) if is_squeeze else None
+            if squeezed is not None and sorted(a % rank for a in squeezed) == axes:
+                replace_value(user.outputs[0], h_new, names)
+                bypassed.append(user.outputs[0])
+        if old.uses() or old.is_graph_output():
+            restored = ir.Node("", "Unsqueeze", [h_new, emit.ints(axes)], num_outputs=1,
+                               metadata_props=dict(node.metadata_props), name=names(f"{base}unsqueeze_y{index}"))
+            restored.outputs[0].name = names(f"{base}y{index}")
+            graph.insert_after(node, restored)
+            replace_value(old, restored.outputs[0], names)
+    old_inputs = [v for v in node.inputs if v is not None]
+    graph.remove(node, safe=True)
+    remove_if_dead([*old_inputs, *bypassed])
