@@ -96,7 +96,35 @@ def _run_onnxsim(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     _restore(simplified.metadata_props, proto.metadata_props)
     produced = {out for node in simplified.graph.node for out in node.output}
     _restore(simplified.graph.value_info, [vi for vi in proto.graph.value_info if vi.name in produced])
+    _restore_node_metadata(simplified.graph, _node_metadata(proto.graph))
     return simplified, ""
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _all_nodes(attr.g)
+            for g in attr.graphs:
+                yield from _all_nodes(g)
+
+
+def _node_metadata(graph: onnx.GraphProto) -> dict[str, list]:
+    """Node metadata_props (e.g. waveopt.module provenance) by output name."""
+    return {out: list(node.metadata_props) for node in _all_nodes(graph) if node.metadata_props
+            for out in node.output if out}
+
+
+def _restore_node_metadata(graph: onnx.GraphProto, by_output: dict[str, list]) -> None:
+    """onnxsim drops node metadata: give each node back the metadata of the node that
+    produced the same output before."""
+    for node in _all_nodes(graph):
+        if node.metadata_props:
+            continue
+        source = next((by_output[o] for o in node.output if o in by_output), None)
+        if source:
+            node.metadata_props.extend(source)
 
 
 def _names(value_infos) -> list[str]:

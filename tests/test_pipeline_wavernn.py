@@ -26,3 +26,20 @@ def test_pipeline_check_each_on_teacher_forced_export(exports):
     result = waveopt.optimize(original, check_each=True, check_inputs=example_inputs(original, frames=3))
     assert [r.name for r in result.reports] == ["simplify"]
     assert {o.name for o in result.model.graph.output} == {"logits"}
+
+
+def test_simplify_keeps_module_provenance(exports):
+    """onnxsim drops node metadata; the pass gives it back (profiles attribute by it)."""
+    def tagged(model):
+        def nodes(graph):
+            for node in graph.node:
+                yield node
+                for attr in node.attribute:
+                    if attr.HasField("g"):
+                        yield from nodes(attr.g)
+        all_nodes = list(nodes(model.graph))
+        return sum(any(p.key == "waveopt.module" for p in n.metadata_props) for n in all_nodes), len(all_nodes)
+
+    original = exports("raw")
+    kept, total = tagged(waveopt.optimize(original, passes=["simplify"]).model)
+    assert kept == total and tagged(original)[0] == tagged(original)[1]
