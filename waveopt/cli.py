@@ -184,6 +184,11 @@ def bench(
     typer.echo(bench_file(model, frames=frames, batch=batch, threads=threads, repeats=repeats, warmup=warmup))
 
 
+from .profile_cli import profile  # noqa: E402
+
+app.command("profile")(profile)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app, turning user errors into one line and exit code 2."""
     try:

@@ -28,7 +28,7 @@ import onnx_ir as ir
 
 from waveopt.graph import AnyModel, iter_graphs, iter_nodes, to_proto
 
-__all__ = ["GraphStats", "format_comparison", "format_stats", "graph_stats"]
+__all__ = ["GraphStats", "LoopInvariance", "counts_macs", "format_comparison", "format_stats", "graph_stats", "node_macs"]
 
 
 @dataclasses.dataclass
@@ -78,12 +78,11 @@ def graph_stats(model: AnyModel, file_size: int | None = None) -> GraphStats:
     outer_loops = [n for n, in_loop in iter_nodes(graph) if _is_loop(n) and not in_loop]
     for loop in outer_loops:  # nested Loops are visited as part of their outer body
         body = loop.attributes["body"].as_graph()
-        invariant = _Invariance(body)
+        invariant = LoopInvariance(body)
         for node, _ in iter_nodes(body, in_loop=True):
-            rule = _MAC_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-            if rule is None:
+            if not counts_macs(node):
                 continue
-            count = rule(node, invariant)
+            count = node_macs(node, invariant)
             if count is None:
                 unknown.append(f"{node.op_type} ({node.name or node.outputs[0].name})")
             else:
@@ -133,7 +132,20 @@ def _constant_size(node: ir.Node) -> int:
     return 0
 
 
-class _Invariance:
+def counts_macs(node: ir.Node) -> bool:
+    """Whether the MAC rules cover this kind of op (matrix ops, Conv, RNNs)."""
+    return node.domain in ("", "ai.onnx") and node.op_type in _MAC_RULES
+
+
+def node_macs(node: ir.Node, invariant: "LoopInvariance") -> int | None:
+    """MACs of one Loop-body node per step and batch row (rules 1-4); None when a rule
+    covers the op but cannot count this node, 0 for ops no rule covers."""
+    if not counts_macs(node):
+        return 0
+    return _MAC_RULES[node.op_type](node, invariant)
+
+
+class LoopInvariance:
     """Decides whether a value is the same at every step of one Loop body."""
 
     def __init__(self, body: ir.Graph) -> None:
@@ -181,7 +193,7 @@ def _prod_or_one(dims: list[int | None]) -> int:
     return math.prod(d if d is not None else 1 for d in dims)
 
 
-def _matmul_macs(a: ir.Value | None, b: ir.Value | None, invariant: _Invariance,
+def _matmul_macs(a: ir.Value | None, b: ir.Value | None, invariant: LoopInvariance,
                  trans_a: bool = False, trans_b: bool = False) -> int | None:
     a_dims, b_dims = _dims(a), _dims(b)
     if trans_a and a_dims is not None:
@@ -203,12 +215,12 @@ def _matmul_macs(a: ir.Value | None, b: ir.Value | None, invariant: _Invariance,
 
 
 def _is_static_weight(value: ir.Value | None, dims: list[int | None] | None,
-                      invariant: _Invariance) -> bool:
+                      invariant: LoopInvariance) -> bool:
     return dims is not None and len(dims) == 2 and None not in dims and invariant(value)
 
 
-def _matmul_rule(a_index: int, b_index: int) -> Callable[[ir.Node, _Invariance], int | None]:
-    def rule(node: ir.Node, invariant: _Invariance) -> int | None:
+def _matmul_rule(a_index: int, b_index: int) -> Callable[[ir.Node, LoopInvariance], int | None]:
+    def rule(node: ir.Node, invariant: LoopInvariance) -> int | None:
         inputs = node.inputs
         if len(inputs) <= max(a_index, b_index):
             return None
@@ -217,13 +229,13 @@ def _matmul_rule(a_index: int, b_index: int) -> Callable[[ir.Node, _Invariance],
     return rule
 
 
-def _gemm_rule(node: ir.Node, invariant: _Invariance) -> int | None:
+def _gemm_rule(node: ir.Node, invariant: LoopInvariance) -> int | None:
     trans_a = node.attributes.get_int("transA", 0) != 0
     trans_b = node.attributes.get_int("transB", 0) != 0
     return _matmul_macs(node.inputs[0], node.inputs[1], invariant, trans_a, trans_b)
 
 
-def _conv_rule(node: ir.Node, invariant: _Invariance) -> int | None:
+def _conv_rule(node: ir.Node, invariant: LoopInvariance) -> int | None:
     w_dims = _dims(node.inputs[1])
     if not invariant(node.inputs[1]) or w_dims is None or None in w_dims:
         return None
@@ -234,7 +246,7 @@ def _conv_rule(node: ir.Node, invariant: _Invariance) -> int | None:
     return math.prod(w_dims) * math.prod(dims[2:])
 
 
-def _rnn_rule(node: ir.Node, invariant: _Invariance) -> int | None:
+def _rnn_rule(node: ir.Node, invariant: LoopInvariance) -> int | None:
     w_dims, r_dims = _dims(node.inputs[1]), _dims(node.inputs[2])
     if w_dims is None or r_dims is None or None in w_dims or None in r_dims:
         return None
@@ -244,7 +256,7 @@ def _rnn_rule(node: ir.Node, invariant: _Invariance) -> int | None:
     return (seq or 1) * (math.prod(w_dims) + math.prod(r_dims))
 
 
-_MAC_RULES: dict[str, Callable[[ir.Node, _Invariance], int | None]] = {
+_MAC_RULES: dict[str, Callable[[ir.Node, LoopInvariance], int | None]] = {
     "MatMul": _matmul_rule(0, 1),
     "MatMulInteger": _matmul_rule(0, 1),
     "QLinearMatMul": _matmul_rule(0, 3),
