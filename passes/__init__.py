@@ -12,13 +12,22 @@ import pkgutil
 from waveopt.errors import WaveoptError
 from waveopt.passes.base import WaveoptPass
 
-__all__ = ["PASSES", "PRESETS", "WaveoptPass", "get_pass", "register"]
+__all__ = ["LOOP_PASSES", "PASSES", "PRESETS", "WaveoptPass", "get_pass", "register"]
 
 PASSES: dict[str, type[WaveoptPass]] = {}
 
+# The loop passes reach a fixed point in this order: splitting exposes hoistable
+# products, folding composes what hoisting left, a second hoist moves the folded parts.
+LOOP_PASSES = ["split_concat_matmul", "hoist_aux_projections", "fold_linear", "hoist_aux_projections",
+               "fuse_concat_matmul_relu"]
+
 # Named pass lists, run in order. A name must be registered to be run.
 PRESETS: dict[str, list[str]] = {
-    "portable": ["simplify"],
+    # Standard ONNX ops only: runs in any ONNX Runtime.
+    "portable": ["simplify", *LOOP_PASSES, "pad_dims", "simplify"],
+    # The WaveRNN Loop becomes waveopt.ops::WaveRNNLoop (lower_native does its own hoisting
+    # and folding); the loop passes then tidy whatever stays in standard ops.
+    "native": ["simplify", "lower_native", *LOOP_PASSES, "simplify"],
 }
 
 

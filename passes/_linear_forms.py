@@ -132,12 +132,13 @@ class LinearForms:
         if attrs.get("transB", 0):
             weight = weight.T
         form = self._need(node.inputs[0]).matmul(weight * attrs.get("alpha", 1.0))
-        bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
+        c = node.inputs[2] if len(node.inputs) > 2 else None
+        if c is None:
+            return form
+        bias = constant_array(c)
         if bias is not None:
-            form = _plus_const(form, bias.reshape(-1) * attrs.get("beta", 1.0))
-        elif len(node.inputs) > 2 and node.inputs[2] is not None:
-            return None
-        return form
+            return _plus_const(form, bias.reshape(-1) * attrs.get("beta", 1.0))
+        return form + self._need(c).scaled(attrs.get("beta", 1.0))
 
     def _op_MatMul(self, node, value):
         weight = constant_array(node.inputs[1])

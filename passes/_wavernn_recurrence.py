@@ -52,7 +52,7 @@ class Recurrence:
     cells: tuple[GRUCell, GRUCell]
     forms: dict[str, LinearForm]  # r1 z1 a1 b1 r2 z2 a2 b2 f1 f2 logits
     step_tensors: dict  # key -> (outer value [T,B,k] or [B,T,k], gather axis)
-    driver: tuple[ir.Value, int]  # noise [T,B,2] or prev_samples [T,B], and its gather axis
+    driver: tuple[ir.Value, int] | None  # noise [T,B,2] or prev_samples [T,B], and its gather axis
     output_index: int  # the Loop output holding samples (free) or logits (teacher-forced)
     hidden: int
     fc: int
@@ -138,18 +138,17 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None) -> Recurrenc
     logits_value = _logits_value(body, fc2[0].outputs[0], forms_of, t2_key)
     logits = forms_of.of(logits_value)
 
-    teacher_forced = "prev" in sample_keys
-    s_key = ("prev_sample",) if teacher_forced else None
+    # The fed-back sample (free-running): the carried input that is not a GRU state.
+    # Teacher-forced loops carry only the GRU states and read the previous sample per step
+    # (as a source, or already folded into the hoisted per-step tensors).
+    others = [i for i, v in enumerate(carried) if v is not rnn1.h_in and v is not rnn2.h_in]
+    teacher_forced = not others
+    s_key = ("prev_sample",) if "prev" in sample_keys else None
     forms = {"r1": g1["r"], "z1": g1["z"], "a1": g1["a"], "b1": g1["b"],
              "r2": g2["r"], "z2": g2["z"], "a2": g2["a"], "b2": g2["b"],
              "f1": relu_forms[id(fc1[0])], "f2": relu_forms[id(fc2[0])], "logits": logits}
-
-    # The fed-back sample (free-running): the carried input that is not a GRU state.
-    others = [i for i, v in enumerate(carried) if v is not rnn1.h_in and v is not rnn2.h_in]
     if teacher_forced:
-        if others:
-            raise NotRecognised("a teacher-forced loop carries more than the two GRU states")
-        driver = sample_keys["prev"]
+        driver = sample_keys.get("prev")  # None: the op is given zeros for s, u1..u3 are 0
         output_index = _scan_output_index(loop, body, logits_value)
         mode = mode_hint or ("mol" if logits.width == 30 else "raw")
     else:

@@ -124,6 +124,13 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
     trip_1d = b.node("Reshape", [trip, b.const(np.array([1]), "shape1", np.int64)], "loop")[0] \
         if trip is not None else None
 
+    def time_rows() -> ir.Value:
+        """Any [T, B, ...] tensor of the loop: the driver, else the first per-step source."""
+        if rec.driver is not None:
+            return _time_major(b, rec.driver[0], rec.driver[1], trip_1d)
+        outer, axis = next(iter(rec.step_tensors.values()))
+        return _time_major(b, outer, axis, trip_1d)
+
     def per_step(forms: list[LinearForm], module: str) -> ir.Value:
         """Σ_P MatMul(P, M_P) + c over the step sources of the column-stacked forms: [T, B, n]."""
         form = _hstack(forms)
@@ -137,8 +144,7 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
             total = term if total is None else b.node("Add", [total, term], module)[0]
         const = b.const(form.const, "bias")
         if total is None:
-            driver = _time_major(b, rec.driver[0], rec.driver[1], trip_1d)
-            shape = b.node("Shape", [driver], module, start=0, end=2)[0]
+            shape = b.node("Shape", [time_rows()], module, start=0, end=2)[0]
             width = b.const(np.array([form.width]), "width", np.int64)
             full = b.node("Concat", [shape, width], module, axis=0)[0]
             return b.node("Expand", [const, full], module)[0]
@@ -147,6 +153,14 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
     def term(form: LinearForm, name: str, rows: int) -> np.ndarray:
         m = form.terms.get(key[name]) if key[name] is not None else None
         return np.zeros((rows, form.width)) if m is None else m
+
+    def driver() -> ir.Value:
+        if rec.driver is not None:
+            return _time_major(b, rec.driver[0], rec.driver[1], trip_1d)
+        # Teacher-forced with the previous sample already folded into the per-step
+        # tensors: u1..u3 are zero, so the op's s may be anything; give it zeros [T, B].
+        shape = b.node("Shape", [time_rows()], "loop", start=0, end=2)[0]
+        return b.node("ConstantOfShape", [shape], "loop", value=ir.tensor([0.0], dtype=ir.DataType.FLOAT))[0]
 
     hidden = rec.hidden
     gates1, gates2 = [f["r1"], f["z1"], f["a1"]], [f["r2"], f["z2"], f["a2"]]
@@ -170,7 +184,7 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
         b.const(term(f["f2"], "t1", rec.fc).T, "W_fc2"),
         b.const(term(f["logits"], "t2", rec.fc).T, "W_fc3"),
         b.const(f["logits"].const, "b_fc3"),
-        _time_major(b, rec.driver[0], rec.driver[1], trip_1d),
+        driver(),
     ]
     (out,) = b.node("WaveRNNLoop", inputs, "loop", domain=OPS_DOMAIN,
                     mode=rec.mode, teacher_forced=int(rec.teacher_forced))

@@ -80,11 +80,13 @@ def _round(model: ir.Model) -> tuple[ir.Model, str]:
 def _run_onnxsim(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     """onnxsim on the main graph with the model's interface and metadata kept."""
     try:
-        simplified, ok = onnxsim.simplify(
-            proto, check_n=0, skip_shape_inference=False, certify=False
-        )
-    except Exception as e:  # onnxsim aborts on some graphs; the rest of the pass still runs
-        return proto, f"onnxsim failed and was skipped: {type(e).__name__}: {_first_line(e)}"
+        simplified, ok = onnxsim.simplify(proto, check_n=0, skip_shape_inference=False, certify=False)
+    except Exception:  # onnxsim's optimizer asserts on some graphs (e.g. after hoisting)
+        try:
+            simplified, ok = onnxsim.simplify(proto, check_n=0, skip_shape_inference=False, certify=False,
+                                              perform_optimization=False)
+        except Exception as e:  # the rest of the pass still runs
+            return proto, f"onnxsim failed and was skipped: {type(e).__name__}: {_first_line(e)}"
     if not ok:
         return proto, "onnxsim's result failed its own check and was skipped"
     if _names(simplified.graph.input) != _names(proto.graph.input) or _names(

@@ -74,18 +74,16 @@ def run_lowered(model: onnx.ModelProto, feed: dict) -> dict:
     # The rest of the graph (post-processing) runs in ORT with the op's output as an input.
     rest = onnx.ModelProto()
     rest.CopyFrom(model)
-    index = list(model.graph.node).index(op)
-    del rest.graph.node[: index + 1]
+    del rest.graph.node[list(model.graph.node).index(op)]
     rest.graph.input.append(onnx.helper.make_tensor_value_info(op.output[0], onnx.TensorProto.FLOAT, None))
     outputs = [o.name for o in rest.graph.output]
-    rest_feed = {**{k: v for k, v in feed.items() if _used(rest, k)}, op.output[0]: result}
     if all(name == op.output[0] for name in outputs):
         return {op.output[0]: result}
-    return dict(zip(outputs, session(_prune(rest)).run(outputs, rest_feed)))
-
-
-def _used(model, name):
-    return any(name in n.input for n in model.graph.node) or any(o.name == name for o in model.graph.output)
+    rest = _prune(rest)
+    available = {**feed, op.output[0]: result}
+    rest_feed = {i.name: available[i.name] for i in rest.graph.input if i.name in available}
+    values = dict(zip(outputs, session(rest).run(outputs, rest_feed)))
+    return values
 
 
 def _prune(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -122,7 +122,8 @@ def test_optimize_check_each_and_pass_selection(capsys, workdir, exported):
                             "--check-each", "--check-frames", "2")
     assert code == 0, err
     assert "simplify" in stdout
-    code, stdout, err = cli(capsys, "optimize", exported, "-o", workdir / "none.onnx", "--skip", "simplify")
+    code, stdout, err = cli(capsys, "optimize", exported, "-o", workdir / "none.onnx",
+                            "--passes", "simplify", "--skip", "simplify")
     assert code == 0, err
     assert onnx.load(workdir / "none.onnx").SerializeToString() == exported.read_bytes()
 
@@ -130,7 +131,33 @@ def test_optimize_check_each_and_pass_selection(capsys, workdir, exported):
 def test_list_passes(capsys):
     code, stdout, _ = cli(capsys, "optimize", "--list-passes")
     assert code == 0
-    assert "simplify" in stdout and "preset portable" in stdout
+    for name in ("simplify", "split_concat_matmul", "hoist_aux_projections", "fold_linear",
+                 "fuse_concat_matmul_relu", "pad_dims", "lower_gru", "lower_native"):
+        assert name in stdout
+    assert "preset portable" in stdout and "preset native" in stdout
+
+
+def test_default_optimize_cuts_per_step_macs(capsys, workdir, exported):
+    out = workdir / "portable.onnx"
+    code, stdout, err = cli(capsys, "optimize", exported, "-o", out, "--check", "--check-frames", "2")
+    assert code == 0, err
+    assert waveopt_macs(out) < waveopt_macs(exported)
+    for name in ("split_concat_matmul", "hoist_aux_projections", "fold_linear", "fuse_concat_matmul_relu",
+                 "pad_dims"):
+        assert name in stdout
+
+
+def test_bad_target_and_pad(capsys, workdir, exported):
+    code, _, err = cli(capsys, "optimize", exported, "-o", workdir / "x.onnx", "--target", "gpu")
+    assert_one_line_error(code, err, "--target")
+    code, _, err = cli(capsys, "optimize", exported, "-o", workdir / "x.onnx", "--pad", "8")
+    assert_one_line_error(code, err, "--pad")
+
+
+def waveopt_macs(path):
+    import waveopt
+
+    return waveopt.graph_stats(onnx.load(path)).macs_per_step
 
 
 def test_optimize_model_without_loop_is_not_applicable(capsys, workdir):

@@ -24,7 +24,10 @@ def test_pipeline_is_exact_and_idempotent(exports):
 def test_pipeline_check_each_on_teacher_forced_export(exports):
     original = exports("mol", teacher_forced=True)
     result = waveopt.optimize(original, check_each=True, check_inputs=example_inputs(original, frames=3))
-    assert [r.name for r in result.reports] == ["simplify"]
+    from waveopt.passes import PRESETS
+
+    assert [r.name for r in result.reports] == PRESETS["portable"]
+    assert any(r.modified for r in result.reports[1:])
     assert {o.name for o in result.model.graph.output} == {"logits"}
 
 

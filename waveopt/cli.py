@@ -100,7 +100,8 @@ def optimize(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write the optimized model."),
     passes: Optional[str] = typer.Option(None, help="Comma-separated passes to run (default: the preset's)."),
     skip: Optional[str] = typer.Option(None, help="Comma-separated passes to leave out."),
-    preset: str = typer.Option("portable", help="Named list of passes."),
+    target: str = typer.Option("portable", help="portable (standard ONNX ops) or native (the fused C++ op)."),
+    pad: int = typer.Option(16, help="pad_dims multiple: 16, 32 (AVX-512), or 0 to skip padding."),
     check: bool = typer.Option(False, "--check", help="Compare the result with the input in ORT."),
     check_each: bool = typer.Option(False, "--check-each", help="Check after every pass; name the one that breaks."),
     check_frames: int = typer.Option(8, help="Mel frames of the seeded check inputs."),
@@ -111,11 +112,15 @@ def optimize(
     """Run the pass pipeline and print a before/after table."""
     from .optimizing import optimize_file
 
+    if target not in ("portable", "native"):
+        raise WaveoptError(f"--target must be portable or native, not {target!r}")
+    if pad not in (0, 16, 32):
+        raise WaveoptError(f"--pad must be 16, 32 or 0, not {pad}")
     if output is None:
         raise WaveoptError("missing -o/--output: where to write the optimized model")
     _refuse_overwrite(output, [model], force)
-    typer.echo(optimize_file(model, output, passes=_names(passes), skip=_names(skip) or (), preset=preset,
-                             check=check, check_each=check_each, check_frames=check_frames))
+    typer.echo(optimize_file(model, output, passes=_names(passes), skip=_names(skip) or (), preset=target,
+                             pad=pad, check=check, check_each=check_each, check_frames=check_frames))
 
 
 def _names(text: Optional[str]) -> Optional[list[str]]:

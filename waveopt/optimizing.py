@@ -10,10 +10,18 @@ import numpy as np
 from .check import compare_models, random_inputs
 from .graph import load_model, save_model
 from .model_info import example_inputs, wavernn_info
-from .pipeline import optimize
+from .pipeline import optimize, resolve_passes
 from .report import format_comparison, graph_stats
 
 __all__ = ["optimize_file", "check_inputs_for"]
+
+
+def native_session(model):
+    """A session that can run waveopt.ops nodes (the op library registered)."""
+    from . import ops
+    from .runtime import session
+
+    return session(model, options=ops.session_options(1))
 
 
 def check_inputs_for(model, frames: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
@@ -23,18 +31,23 @@ def check_inputs_for(model, frames: int = 8, seed: int = 0) -> dict[str, np.ndar
     return random_inputs(model, seed=seed)
 
 
-def optimize_file(model_path: Path, output: Path, *, passes=None, skip=(), preset="portable",
+def optimize_file(model_path: Path, output: Path, *, passes=None, skip=(), preset="portable", pad=16,
                   check=False, check_each=False, check_frames=8) -> str:
     """Optimize ``model_path`` into ``output``; returns the report text."""
     original = load_model(model_path)
     inputs = check_inputs_for(original, frames=check_frames) if (check or check_each) else None
-    result = optimize(original, passes=passes, skip=skip, preset=preset, check_each=check_each,
-                      check_inputs=inputs)
+    names = resolve_passes(passes, skip, preset)
+    if pad == 0:
+        names = [n for n in names if n != "pad_dims"]
+    options = {"pad_dims": {"multiple": pad}} if "pad_dims" in names else {}
+    check_options = {"session_factory": native_session} if "lower_native" in names else {}
+    result = optimize(original, passes=names, check_each=check_each, check_inputs=inputs,
+                      check_options=check_options, pass_options=options)
     lines = []
     for r in result.reports:
         lines.append(f"  {r.name:24} {r.summary}  ({r.seconds:.2f} s)")
     if check:
-        outcome = compare_models(original, result.model, inputs)
+        outcome = compare_models(original, result.model, inputs, **check_options)
         outcome.raise_if_failed("the optimized model")
         lines.append(f"check: {outcome.summary()}")
     save_model(result.model, output)
