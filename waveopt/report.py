@@ -88,6 +88,9 @@ def graph_stats(model: AnyModel, file_size: int | None = None) -> GraphStats:
             else:
                 macs += count
 
+    macs += sum(_fused_loop_macs(node) for node, _ in iter_nodes(graph) if node.domain == "waveopt.ops"
+                and node.op_type == "WaveRNNLoop")
+
     return GraphStats(
         ops_outside_loop=dict(sorted(outside.items())),
         ops_in_loop_body=dict(sorted(inside.items())),
@@ -130,6 +133,17 @@ def _constant_size(node: ir.Node) -> int:
         if attr.type == ir.AttributeType.SPARSE_TENSOR:
             return math.prod(attr.value.dims)
     return 0
+
+
+def _fused_loop_macs(node: ir.Node) -> int:
+    """waveopt.ops::WaveRNNLoop runs a whole loop: per step, its recurrent and dense
+    matrices (W_hh1, W_x2, W_hh2, W_fc1, W_fc2, W_fc3) plus the rank-1 vectors u1..u3."""
+    total = 0
+    for index in (4, 5, 6, 7, 9, 10, 12, 13, 14):
+        value = node.inputs[index] if index < len(node.inputs) else None
+        if value is not None and value.shape is not None and all(isinstance(d, int) for d in value.shape):
+            total += math.prod(value.shape)
+    return total
 
 
 def counts_macs(node: ir.Node) -> bool:

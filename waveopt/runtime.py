@@ -10,7 +10,7 @@ from typing import Callable
 import onnx
 import onnxruntime as ort
 
-__all__ = ["session", "session_options", "time_calls", "Timing"]
+__all__ = ["session", "session_options", "time_calls", "Timing", "uses_native_ops"]
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -28,10 +28,24 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
 
 def session(model: str | os.PathLike | onnx.ModelProto, threads: int = 1,
             options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    """An InferenceSession on the CPU for a model path or ModelProto."""
-    options = options or session_options(threads)
+    """An InferenceSession on the CPU for a model path or ModelProto.
+
+    A model that uses waveopt's native ops gets the op library registered.
+    """
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(os.fspath(model), load_external_data=False)
+    if options is None:
+        options = session_options(threads)
+        if uses_native_ops(proto):
+            from . import ops
+
+            ops.register(options)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def uses_native_ops(model: onnx.ModelProto) -> bool:
+    """Whether the model imports the waveopt.ops domain (WaveRNNLoop, FusedDense)."""
+    return any(o.domain == "waveopt.ops" for o in model.opset_import)
 
 
 class Timing:
