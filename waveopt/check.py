@@ -85,11 +85,16 @@ class CheckResult:
 
 
 def cpu_session(model: onnx.ModelProto) -> ort.InferenceSession:
-    """A single-threaded onnxruntime CPU session, so runs are reproducible."""
+    """A single-threaded onnxruntime CPU session, so runs are reproducible; a model using
+    waveopt's native ops gets the op library registered."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if any(o.domain == "waveopt.ops" for o in model.opset_import):
+        from waveopt import ops
+
+        ops.register(options)
     return ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )

@@ -16,14 +16,6 @@ from .report import format_comparison, graph_stats
 __all__ = ["optimize_file", "check_inputs_for"]
 
 
-def native_session(model):
-    """A session that can run waveopt.ops nodes (the op library registered)."""
-    from . import ops
-    from .runtime import session
-
-    return session(model, options=ops.session_options(1))
-
-
 def check_inputs_for(model, frames: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs for checking ``model``: demo mels and noise for our exports, random otherwise."""
     if wavernn_info(model) is not None:
@@ -40,7 +32,7 @@ def optimize_file(model_path: Path, output: Path, *, passes=None, skip=(), prese
     if pad == 0:
         names = [n for n in names if n != "pad_dims"]
     options = {"pad_dims": {"multiple": pad}} if "pad_dims" in names else {}
-    check_options = {"session_factory": native_session} if "lower_native" in names else {}
+    check_options = {}
     result = optimize(original, passes=names, check_each=check_each, check_inputs=inputs,
                       check_options=check_options, pass_options=options)
     lines = []
