@@ -32,14 +32,13 @@ def optimize_file(model_path: Path, output: Path, *, passes=None, skip=(), prese
     if pad == 0:
         names = [n for n in names if n != "pad_dims"]
     options = {"pad_dims": {"multiple": pad}} if "pad_dims" in names else {}
-    check_options = {}
     result = optimize(original, passes=names, check_each=check_each, check_inputs=inputs,
-                      check_options=check_options, pass_options=options)
+                      pass_options=options)
     lines = []
     for r in result.reports:
         lines.append(f"  {r.name:24} {r.summary}  ({r.seconds:.2f} s)")
     if check:
-        outcome = compare_models(original, result.model, inputs, **check_options)
+        outcome = compare_models(original, result.model, inputs)
         outcome.raise_if_failed("the optimized model")
         lines.append(f"check: {outcome.summary()}")
     save_model(result.model, output)
