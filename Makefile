@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    := out
 
-.PHONY: demo test venv lock clean
+.PHONY: demo test venv lock clean native native-sanitize
 
 venv: $(STAMP)
 
@@ -19,17 +19,29 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Export the built-in demo model, optimize it (checked against the original in ORT),
 # vocode demo mels with it and benchmark it.
-demo: $(STAMP)
+# The native ops (custom_ops/ -> custom_ops/build/release/libwaveopt_ops.so); incremental.
+# The ONNX Runtime headers are fetched once into ~/.cache/waveopt (npm pack, sha256-checked).
+native: $(STAMP)
+	$(BIN)/waveopt ops build
+
+demo: $(STAMP) native
 	mkdir -p $(OUT)
 	$(BIN)/waveopt export --demo -o $(OUT)/demo.onnx --force
 	$(BIN)/waveopt optimize $(OUT)/demo.onnx -o $(OUT)/demo.opt.onnx --check --force
+	$(BIN)/waveopt optimize $(OUT)/demo.onnx -o $(OUT)/demo.native.onnx --target native --check --force
 	$(BIN)/waveopt demo-mels -o $(OUT)/demo_mels.npy --frames 40 --force
-	$(BIN)/waveopt vocode $(OUT)/demo.opt.onnx $(OUT)/demo_mels.npy -o $(OUT)/demo.wav --force
+	$(BIN)/waveopt vocode $(OUT)/demo.native.onnx $(OUT)/demo_mels.npy -o $(OUT)/demo.wav --force
+	$(BIN)/waveopt ops info
 	$(BIN)/waveopt bench $(OUT)/demo.onnx --frames 8
 	$(BIN)/waveopt bench $(OUT)/demo.opt.onnx --frames 8
+	$(BIN)/waveopt bench $(OUT)/demo.native.onnx --frames 8
 
-test: $(STAMP)
+test: $(STAMP) native
 	$(BIN)/python -m pytest -q
+
+# The kernel test and the ORT glue under ASan + UBSan (about 2 minutes).
+native-sanitize: $(STAMP)
+	WAVEOPT_SANITIZE_TESTS=1 $(BIN)/python -m pytest -q tests/test_native_kernels.py
 
 # Re-pin constraints.txt from what the venv has now.
 lock: $(STAMP)
@@ -37,4 +49,4 @@ lock: $(STAMP)
 	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt
 
 clean:
-	rm -rf $(OUT) .pytest_cache
+	rm -rf $(OUT) .pytest_cache custom_ops/build

@@ -5,7 +5,6 @@ from __future__ import annotations
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-import onnxsim
 from onnxscript import optimizer
 
 from waveopt.graph import iter_graphs, iter_nodes
@@ -79,6 +78,8 @@ def _round(model: ir.Model) -> tuple[ir.Model, str]:
 
 def _run_onnxsim(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     """onnxsim on the main graph with the model's interface and metadata kept."""
+    import onnxsim  # imported here: it imports torch, which `import waveopt` should not pay for
+
     try:
         simplified, ok = onnxsim.simplify(proto, check_n=0, skip_shape_inference=False, certify=False)
     except Exception:  # onnxsim's optimizer asserts on some graphs (e.g. after hoisting)

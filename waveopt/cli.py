@@ -189,8 +189,10 @@ def bench(
     typer.echo(bench_file(model, frames=frames, batch=batch, threads=threads, repeats=repeats, warmup=warmup))
 
 
+from .ops_cli import ops_app  # noqa: E402
 from .profile_cli import profile  # noqa: E402
 
+app.add_typer(ops_app, name="ops")
 app.command("profile")(profile)
 
 

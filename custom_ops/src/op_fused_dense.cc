@@ -1,0 +1,216 @@
+// FusedDense (domain waveopt.ops, version 1): Y = act(concat(x_1, ..., x_m) · W + b).
+//
+// Inputs (float32, one variadic list because ORT allows only the last input to be variadic):
+//   x_1 [..., K_1], ..., x_m [..., K_m] (same leading dims), then W [K_1 + ... + K_m, N], then b [N].
+// Attribute activation: "none" | "relu" | "tanh" | "sigmoid". Output Y [..., N].
+// W is split into one packed block per x_i (no concat is ever materialised): Y = x_1·W_1 + b,
+// then Y += x_i·W_i, the activation fused into the last block. W is packed when the kernel is
+// created if it is a constant initializer, else at the start of each Compute.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dispatch.h"
+#include "ort_util.h"
+#include "pack.h"
+
+namespace waveopt {
+namespace {
+
+constexpr size_t kRowChunk = 64;  // rows per GEMM call: a chunk's weights stay in cache
+
+struct DenseKernel {
+  int act = WAVEOPT_ACT_NONE;
+  const WaveoptKernels* kernels = nullptr;
+  std::vector<int64_t> packed_splits;  // K_i the constant W was packed for
+  std::vector<std::unique_ptr<PackedMatrix>> packed;
+  const float* packed_source = nullptr;
+};
+
+bool parse_activation(const std::string& name, int* act) {
+  if (name == "none") *act = WAVEOPT_ACT_NONE;
+  else if (name == "relu") *act = WAVEOPT_ACT_RELU;
+  else if (name == "tanh") *act = WAVEOPT_ACT_TANH;
+  else if (name == "sigmoid") *act = WAVEOPT_ACT_SIGMOID;
+  else return false;
+  return true;
+}
+
+// W [sum K, N] split into row blocks of K_i rows, each packed as an N × K_i matrix.
+OrtStatus* pack_blocks(const float* w, int64_t n, const std::vector<int64_t>& splits,
+                       std::vector<std::unique_ptr<PackedMatrix>>* out) {
+  out->clear();
+  int64_t row = 0;
+  for (int64_t k : splits) {
+    auto m = std::make_unique<PackedMatrix>();
+    // A [k, n] block of a row-major [sum K, n] matrix is itself row-major [k, n].
+    if (!m->pack(w + row * n, n, k, true, 1, nullptr)) return make_error("FusedDense: out of memory", ORT_FAIL);
+    out->push_back(std::move(m));
+    row += k;
+  }
+  return nullptr;
+}
+
+OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info, void** kernel) {
+  const Dispatch& dispatch_info = dispatch();
+  if (!dispatch_info.kernels) return make_error(dispatch_info.error, ORT_FAIL);
+  auto k = std::make_unique<DenseKernel>();
+  k->kernels = dispatch_info.kernels;
+  const std::string act = attribute_string(info, "activation", "none");
+  if (!parse_activation(act, &k->act))
+    return make_error("FusedDense: activation must be none, relu, tanh or sigmoid, got '" + act + "'");
+  // Constant W: pack now, for the K_i split the input types declare (if known).
+  size_t count = 0;
+  WAVEOPT_RETURN_IF_ERROR(g_api->KernelInfo_GetInputCount(info, &count));
+  if (count < 3) return make_error("FusedDense: needs at least x, W and b, got " + std::to_string(count) + " inputs");
+  TensorView w;
+  bool constant = false;
+  WAVEOPT_RETURN_IF_ERROR(constant_input(info, count - 2, &w, &constant));
+  if (constant && w.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && w.shape.size() == 2) {
+    std::vector<int64_t> splits;
+    bool known = true;
+    for (size_t i = 0; i + 2 < count && known; ++i) {
+      OrtTypeInfo* type_info = nullptr;
+      OrtStatus* status = g_api->KernelInfo_GetInputTypeInfo(info, i, &type_info);
+      if (status) {
+        g_api->ReleaseStatus(status);
+        known = false;
+        break;
+      }
+      const OrtTensorTypeAndShapeInfo* tensor_info = nullptr;
+      size_t rank = 0;
+      status = g_api->CastTypeInfoToTensorInfo(type_info, &tensor_info);
+      if (!status && tensor_info) status = g_api->GetDimensionsCount(tensor_info, &rank);
+      std::vector<int64_t> dims(rank);
+      if (!status && tensor_info && rank) status = g_api->GetDimensions(tensor_info, dims.data(), rank);
+      if (status) g_api->ReleaseStatus(status);
+      g_api->ReleaseTypeInfo(type_info);
+      if (status || !tensor_info || rank == 0 || dims.back() <= 0) known = false;
+      else splits.push_back(dims.back());
+    }
+    int64_t total = 0;
+    for (int64_t s : splits) total += s;
+    if (known && total == w.shape[0]) {
+      WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, w.shape[1], splits, &k->packed));
+      k->packed_splits = splits;
+      k->packed_source = w.data;
+    }
+  }
+  *kernel = k.release();
+  return nullptr;
+}
+
+OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
+  const DenseKernel& k = *static_cast<const DenseKernel*>(kernel_ptr);
+  size_t count = 0;
+  WAVEOPT_RETURN_IF_ERROR(g_api->KernelContext_GetInputCount(context, &count));
+  if (count < 3) return make_error("FusedDense: needs at least x, W and b, got " + std::to_string(count) + " inputs");
+  const size_t m = count - 2;
+  std::vector<TensorView> x(m);
+  TensorView w, b;
+  for (size_t i = 0; i < m; ++i) WAVEOPT_RETURN_IF_ERROR(context_input(context, i, &x[i]));
+  WAVEOPT_RETURN_IF_ERROR(context_input(context, m, &w));
+  WAVEOPT_RETURN_IF_ERROR(context_input(context, m + 1, &b));
+  if (w.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || w.shape.size() != 2)
+    return make_error("FusedDense: W must be float32 [sum K_i, N], got " + shape_string(w.shape));
+  const int64_t n = w.shape[1];
+  if (b.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || b.shape != std::vector<int64_t>{n})
+    return make_error("FusedDense: b must be float32 [" + std::to_string(n) + "], got " + shape_string(b.shape));
+  std::vector<int64_t> lead, splits;
+  int64_t total_k = 0;
+  for (size_t i = 0; i < m; ++i) {
+    const auto& s = x[i].shape;
+    if (x[i].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || s.empty())
+      return make_error("FusedDense: input " + std::to_string(i) + " must be a float32 tensor [..., K], got " +
+                        shape_string(s));
+    std::vector<int64_t> this_lead(s.begin(), s.end() - 1);
+    if (i == 0) lead = this_lead;
+    else if (this_lead != lead)
+      return make_error("FusedDense: inputs 0 and " + std::to_string(i) + " differ in their leading dims: " +
+                        shape_string(x[0].shape) + " vs " + shape_string(s));
+    splits.push_back(s.back());
+    total_k += s.back();
+  }
+  if (total_k != w.shape[0])
+    return make_error("FusedDense: W has " + std::to_string(w.shape[0]) + " rows but the inputs have " +
+                      std::to_string(total_k) + " features in all");
+  int64_t rows = 1;
+  for (int64_t d : lead) rows *= d;
+
+  std::vector<int64_t> out_shape = lead;
+  out_shape.push_back(n);
+  OrtValue* output = nullptr;
+  WAVEOPT_RETURN_IF_ERROR(g_api->KernelContext_GetOutput(context, 0, out_shape.data(), out_shape.size(), &output));
+  void* out_data = nullptr;
+  WAVEOPT_RETURN_IF_ERROR(g_api->GetTensorMutableData(output, &out_data));
+  float* y = static_cast<float*>(out_data);
+  if (rows == 0 || n == 0) return nullptr;
+
+  const std::vector<std::unique_ptr<PackedMatrix>>* blocks = &k.packed;
+  std::vector<std::unique_ptr<PackedMatrix>> local;
+  if (k.packed.empty() || k.packed_source != w.data || k.packed_splits != splits) {
+    WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, n, splits, &local));
+    blocks = &local;
+  }
+  // The bias, padded to whole panels as the kernels read it.
+  AlignedBuffer bias = aligned_floats(static_cast<size_t>(round_up(n, WAVEOPT_PANEL)));
+  if (!bias) return make_error("FusedDense: out of memory", ORT_FAIL);
+  for (int64_t j = 0; j < n; ++j) bias[j] = b.data[j];
+
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const size_t chunk = static_cast<size_t>(rows - r0 < static_cast<int64_t>(kRowChunk) ? rows - r0 : kRowChunk);
+    float* y_chunk = y + r0 * n;
+    for (size_t i = 0; i < m; ++i) {
+      WaveoptPacked view = *(*blocks)[i]->view();
+      view.bias = i == 0 ? bias.get() : nullptr;
+      const int act = i + 1 == m ? k.act : WAVEOPT_ACT_NONE;
+      if (splits[i] == 0) {  // an empty block contributes nothing (but may carry bias and act)
+        if (i == 0)
+          for (size_t r = 0; r < chunk; ++r)
+            for (int64_t j = 0; j < n; ++j) y_chunk[r * n + j] = bias[j];
+        if (act != WAVEOPT_ACT_NONE) k.kernels->activate(y_chunk, chunk * n, act);
+        continue;
+      }
+      const float* xi = x[i].data + r0 * splits[i];
+      // Blocks after the first accumulate into Y (read and written per element, in place).
+      k.kernels->gemm(&view, xi, splits[i], chunk, i == 0 ? nullptr : y_chunk, n, nullptr, nullptr, act, y_chunk, n);
+    }
+  }
+  return nullptr;
+}
+
+void ORT_API_CALL destroy(void* kernel) { delete static_cast<DenseKernel*>(kernel); }
+const char* ORT_API_CALL name(const OrtCustomOp*) { return "FusedDense"; }
+size_t ORT_API_CALL one_count(const OrtCustomOp*) { return 1; }
+ONNXTensorElementDataType ORT_API_CALL float_type(const OrtCustomOp*, size_t) {
+  return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+OrtCustomOpInputOutputCharacteristic ORT_API_CALL variadic(const OrtCustomOp*, size_t) {
+  return INPUT_OUTPUT_VARIADIC;
+}
+int ORT_API_CALL min_inputs(const OrtCustomOp*) { return 3; }
+
+OrtCustomOp make_op() {
+  OrtCustomOp op;
+  init_custom_op(&op);
+  op.GetName = name;
+  op.GetInputTypeCount = one_count;
+  op.GetOutputTypeCount = one_count;
+  op.GetInputType = float_type;
+  op.GetOutputType = float_type;
+  op.GetInputCharacteristic = variadic;
+  op.GetVariadicInputMinArity = min_inputs;
+  op.CreateKernelV2 = create_kernel;
+  op.KernelComputeV2 = compute;
+  op.KernelDestroy = destroy;
+  return op;
+}
+
+}  // namespace
+
+OrtCustomOp* fused_dense_op() {
+  static OrtCustomOp op = make_op();
+  return &op;
+}
+
+}  // namespace waveopt

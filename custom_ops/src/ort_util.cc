@@ -1,0 +1,121 @@
+#include "ort_util.h"
+
+#include <cstring>
+
+namespace waveopt {
+
+const OrtApi* g_api = nullptr;
+const OrtApiBase* g_api_base = nullptr;
+
+OrtStatus* describe(const OrtValue* value, TensorView* out) {
+  out->value = value;
+  int is_tensor = 0;
+  WAVEOPT_RETURN_IF_ERROR(g_api->IsTensor(value, &is_tensor));
+  if (!is_tensor) return make_error("expected a tensor");
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  WAVEOPT_RETURN_IF_ERROR(g_api->GetTensorTypeAndShape(value, &info));
+  size_t rank = 0;
+  OrtStatus* status = g_api->GetTensorElementType(info, &out->type);
+  if (!status) status = g_api->GetDimensionsCount(info, &rank);
+  if (!status) {
+    out->shape.assign(rank, 0);
+    if (rank) status = g_api->GetDimensions(info, out->shape.data(), rank);
+  }
+  g_api->ReleaseTensorTypeAndShapeInfo(info);
+  if (status) return status;
+  out->data = nullptr;
+  if (out->type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+    void* data = nullptr;
+    WAVEOPT_RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(value), &data));
+    out->data = static_cast<const float*>(data);
+  }
+  return nullptr;
+}
+
+OrtStatus* context_input(OrtKernelContext* context, size_t index, TensorView* out) {
+  *out = TensorView();
+  size_t count = 0;
+  WAVEOPT_RETURN_IF_ERROR(g_api->KernelContext_GetInputCount(context, &count));
+  if (index >= count) return nullptr;
+  const OrtValue* value = nullptr;
+  WAVEOPT_RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, index, &value));
+  if (!value) return nullptr;
+  return describe(value, out);
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::string attribute_string(const OrtKernelInfo* info, const char* name, const std::string& fallback) {
+  size_t size = 0;
+  OrtStatus* status = g_api->KernelInfoGetAttribute_string(info, name, nullptr, &size);
+  if (status) {
+    g_api->ReleaseStatus(status);
+    return fallback;
+  }
+  std::string value(size, '\0');
+  status = g_api->KernelInfoGetAttribute_string(info, name, &value[0], &size);
+  if (status) {
+    g_api->ReleaseStatus(status);
+    return fallback;
+  }
+  value.resize(size > 0 ? size - 1 : 0);
+  return value;
+}
+
+int64_t attribute_int(const OrtKernelInfo* info, const char* name, int64_t fallback) {
+  int64_t value = 0;
+  OrtStatus* status = g_api->KernelInfoGetAttribute_int64(info, name, &value);
+  if (status) {
+    g_api->ReleaseStatus(status);
+    return fallback;
+  }
+  return value;
+}
+
+OrtStatus* constant_input(const OrtKernelInfo* info, size_t index, TensorView* out, bool* is_constant) {
+  *is_constant = false;
+  *out = TensorView();
+  size_t count = 0;
+  WAVEOPT_RETURN_IF_ERROR(g_api->KernelInfo_GetInputCount(info, &count));
+  if (index >= count) return nullptr;
+  int constant = 0;
+  const OrtValue* value = nullptr;
+  WAVEOPT_RETURN_IF_ERROR(g_api->KernelInfoGetConstantInput_tensor(info, index, &constant, &value));
+  if (!constant || !value) return nullptr;
+  *is_constant = true;
+  return describe(value, out);
+}
+
+namespace {
+
+const char* ORT_API_CALL cpu_provider(const OrtCustomOp*) { return nullptr; }
+OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp*, size_t) {
+  return INPUT_OUTPUT_REQUIRED;
+}
+OrtMemType ORT_API_CALL default_memory(const OrtCustomOp*, size_t) { return OrtMemTypeDefault; }
+int ORT_API_CALL one(const OrtCustomOp*) { return 1; }
+int ORT_API_CALL start_version(const OrtCustomOp*) { return 1; }
+int ORT_API_CALL end_version(const OrtCustomOp*) { return 0x7fffffff; }
+
+}  // namespace
+
+void init_custom_op(OrtCustomOp* op) {
+  std::memset(op, 0, sizeof(*op));
+  op->version = kOrtApiVersion;
+  op->GetExecutionProviderType = cpu_provider;
+  op->GetInputCharacteristic = required;
+  op->GetOutputCharacteristic = required;
+  op->GetInputMemoryType = default_memory;
+  op->GetVariadicInputMinArity = one;
+  op->GetVariadicInputHomogeneity = one;
+  op->GetVariadicOutputMinArity = one;
+  op->GetVariadicOutputHomogeneity = one;
+  op->GetStartVersion = start_version;
+  op->GetEndVersion = end_version;
+}
+
+}  // namespace waveopt
