@@ -59,13 +59,15 @@ class LowerNativePass(WaveoptPass):
                 continue
             _replace_loop(work.graph, recurrence)
             lowered += 1
-        if not lowered:
-            return self.result(model, note="; ".join(reasons) or "no Loop")
+        dense = _lower_dense(work.graph)
+        if not lowered and not dense:
+            return self.result(model, note="; ".join(reasons) or "no WaveRNN Loop or concat-matmul")
         ir.passes.common.RemoveUnusedNodesPass()(work)
         work.opset_imports[OPS_DOMAIN] = 1
         _move_graph(work, model)
-        return self.result(model, f"lowered {lowered} WaveRNN Loop(s) to {OPS_DOMAIN}::WaveRNNLoop",
-                           note="; ".join(reasons))
+        done = [f"lowered {lowered} WaveRNN Loop(s) to {OPS_DOMAIN}::WaveRNNLoop" if lowered else "",
+                f"{dense} concat-matmul(-activation) to FusedDense" if dense else ""]
+        return self.result(model, ", ".join(d for d in done if d), note="; ".join(reasons))
 
 
 def _with_shapes(model: ir.Model) -> ir.Model:
@@ -216,3 +218,75 @@ def _hstack(forms: list[LinearForm]) -> LinearForm:
         rows = next(f.terms[k].shape[0] for f in forms if k in f.terms)
         terms[k] = np.concatenate([f.terms.get(k, np.zeros((rows, f.width))) for f in forms], axis=1)
     return LinearForm(sum(f.width for f in forms), terms, np.concatenate([f.const for f in forms]))
+
+
+# --- FusedDense ---------------------------------------------------------------------------
+_ACTIVATIONS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
+
+
+def _lower_dense(graph: ir.Graph) -> int:
+    """``act?(Concat(x1, ..., xn) · W + b)`` with constant W, b -> FusedDense, in every graph."""
+    count = 0
+    for node in list(ir.traversal.RecursiveGraphIterator(graph)):
+        match = _match_dense(node)
+        if match is None:
+            continue
+        parts, weight, bias, last, activation = match
+        owner = node.graph
+        b = _Builder(owner, node, "fused_dense")
+        module = node.metadata_props.get(MODULE_KEY, "dense")
+        (out,) = b.node("FusedDense", [*parts, b.const(weight, "W"), b.const(bias, "b")], module,
+                        domain=OPS_DOMAIN, activation=activation)
+        old = last.outputs[0]
+        out.type, out.shape = old.type, old.shape
+        name = old.name
+        old.replace_all_uses_with(out, replace_graph_outputs=True)
+        out.name = name
+        old.name = None
+        count += 1
+    return count
+
+
+def _match_dense(node: ir.Node):
+    """(inputs, W [K, N], b [N], last node, activation) for a concat-matmul(-act) pattern."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in ("Gemm", "MatMul"):
+        return None
+    concat = node.inputs[0].producer() if node.inputs[0] is not None else None
+    if concat is None or concat.op_type != "Concat" or node.inputs[0].shape is None:
+        return None
+    rank = len(node.inputs[0].shape)
+    if concat.attributes["axis"].value not in (-1, rank - 1) or (node.op_type == "Gemm" and rank != 2):
+        return None
+    from ._linear_forms import constant_array
+
+    weight = constant_array(node.inputs[1])
+    if weight is None or weight.ndim != 2:
+        return None
+    bias, last = np.zeros(weight.shape[1 if node.op_type == "MatMul" else 0]), node
+    if node.op_type == "Gemm":
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            return None
+        if attrs.get("transB", 0):
+            weight = weight.T
+        bias = np.zeros(weight.shape[1])
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            c = constant_array(node.inputs[2])
+            if c is None or c.size != weight.shape[1]:
+                return None
+            bias = c.reshape(-1)
+    else:
+        consumers = node.outputs[0].consumers()
+        if len(consumers) == 1 and consumers[0].op_type == "Add" and not node.outputs[0].is_graph_output():
+            add = consumers[0]
+            other = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
+            c = constant_array(other)
+            if c is not None and c.size == weight.shape[1]:
+                bias, last = c.reshape(-1), add
+    activation = "none"
+    consumers = last.outputs[0].consumers()
+    if len(consumers) == 1 and consumers[0].op_type in _ACTIVATIONS and not last.outputs[0].is_graph_output():
+        activation, last = _ACTIVATIONS[consumers[0].op_type], consumers[0]
+    if any(v is None or v.dtype not in (None, ir.DataType.FLOAT) for v in concat.inputs):
+        return None
+    return list(concat.inputs), weight, bias, last, activation

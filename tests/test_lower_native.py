@@ -98,3 +98,59 @@ def test_a_different_sampler_is_not_lowered(exports):
     result, report = lower(model)
     assert not report.modified
     assert "sampler" in report.summary
+
+
+def _dense_model(use_gemm: bool, in_loop_body: bool = False) -> onnx.ModelProto:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    nodes = [helper.make_node("Concat", ["x1", "x2"], ["cat"], axis=-1)]
+    if use_gemm:
+        nodes.append(helper.make_node("Gemm", ["cat", "W_t", "b"], ["lin"], transB=1))
+        inits = [numpy_helper.from_array(w.T.copy(), "W_t"), numpy_helper.from_array(b, "b")]
+    else:
+        nodes += [helper.make_node("MatMul", ["cat", "W"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["lin"])]
+        inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")]
+    nodes.append(helper.make_node("Relu", ["lin"], ["y"]))
+    graph = helper.make_graph(nodes, "dense",
+                              [helper.make_tensor_value_info("x1", TensorProto.FLOAT, ["B", 3]),
+                               helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["B", 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.mark.parametrize("use_gemm", [True, False])
+def test_concat_matmul_relu_becomes_fused_dense(use_gemm):
+    pytest.importorskip("waveopt.ops")
+    from waveopt import ops
+
+    if not ops.built():
+        pytest.skip("native ops library not built (make native)")
+    original = _dense_model(use_gemm)
+    lowered, report = lower(original)
+    assert report.modified and "FusedDense" in report.summary
+    assert [n.op_type for n in lowered.graph.node] == ["FusedDense"]
+    feed = {"x1": np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32),
+            "x2": np.random.default_rng(2).standard_normal((5, 5)).astype(np.float32)}
+    expected = session(original).run(None, feed)[0]
+    got = session(lowered).run(None, feed)[0]  # registers the op library
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, teacher_forced", [("raw", False), ("mol", False), ("odd", True), ("odd_mol", True)])
+def test_native_preset_runs_with_the_op_library(name, teacher_forced, exports):
+    """`--target native` end to end: the real C++ op in ORT against the unoptimized graph."""
+    from waveopt import ops
+
+    if not ops.built():
+        pytest.skip("native ops library not built (make native)")
+    original = exports(name, teacher_forced=teacher_forced)
+    native = waveopt.optimize(original, preset="native").model
+    assert "WaveRNNLoop" in [n.op_type for n in native.graph.node]
+    feed = example_inputs(original, frames=8, seed=12)  # >= 2000 steps
+    result = waveopt.compare_models(original, native, feed)
+    assert result.ok, result.summary()
