@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from waveopt.graph import iter_graphs
+
 __all__ = [
     "MODULE_KEY",
     "Builder",
@@ -246,7 +248,7 @@ class Builder:
         self.model = model
         self.prefix = prefix
         self._names: set[str] = set()
-        for graph in [model.graph, *_subgraphs_of(model.graph)]:
+        for graph in iter_graphs(model.graph):
             self._names.update(graph.initializers)
             self._names.update(v.name for v in graph.inputs if v.name)
             for node in graph:
@@ -311,17 +313,6 @@ def dims_with(value: ir.Value | None, shapes: ShapeInfo) -> list | None:
     if value is not None and value.shape is not None:
         return list(value.shape.dims)
     return shapes.dims(value)
-
-
-def _subgraphs_of(graph: ir.Graph) -> Iterator[ir.Graph]:
-    for node in ir.traversal.RecursiveGraphIterator(graph):
-        for attr in node.attributes.values():
-            if attr.is_ref():
-                continue
-            if attr.type == ir.AttributeType.GRAPH:
-                yield attr.as_graph()
-            elif attr.type == ir.AttributeType.GRAPHS:
-                yield from attr.as_graphs()
 
 
 def remove_dead(graph: ir.Graph, candidates: Iterable[ir.Node]) -> int:

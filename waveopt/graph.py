@@ -14,6 +14,7 @@ from waveopt.errors import WaveoptError
 
 __all__ = [
     "atomic_write_bytes",
+    "subgraphs",
     "iter_graphs",
     "iter_nodes",
     "load_model",
@@ -112,7 +113,7 @@ def iter_graphs(graph: ir.Graph) -> Iterator[ir.Graph]:
     """Yield ``graph`` and every subgraph below it (Loop/If/Scan bodies), recursively."""
     yield graph
     for node in ir.traversal.RecursiveGraphIterator(graph):
-        yield from _subgraphs(node)
+        yield from subgraphs(node)
 
 
 def loop_nodes(graph: ir.Graph) -> Iterator[ir.Node]:
@@ -127,11 +128,12 @@ def iter_nodes(graph: ir.Graph, in_loop: bool = False) -> Iterator[tuple[ir.Node
     for node in graph:
         yield node, in_loop
         enters_loop = in_loop or (node.op_type == "Loop" and node.domain in ("", "ai.onnx"))
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             yield from iter_nodes(sub, enters_loop)
 
 
-def _subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
+def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
+    """The graphs held by a node's attributes (Loop/If/Scan bodies), one level down."""
     for attr in node.attributes.values():
         if attr.is_ref():
             continue

@@ -47,6 +47,8 @@ from collections.abc import Callable, Iterable
 
 import onnx_ir as ir
 
+from .graph import subgraphs
+
 __all__ = [
     "MODULE_KEY", "LOOP_GLUE", "LOOP_OVERHEAD", "STEP_GLUE", "UNATTRIBUTED", "MATMUL_OPS",
     "attribute", "map_optimized", "module_rank",
@@ -240,7 +242,7 @@ def _loop_glue(body: ir.Graph, invariant: set[ir.Value]) -> set[ir.Node]:
     glue: set[ir.Node] = set()
     for node in body:
         variable = [v for v in node.inputs if v is not None and v not in invariant]
-        if not variable or _subgraphs(node) or not all(v in index_values for v in variable):
+        if not variable or list(subgraphs(node)) or not all(v in index_values for v in variable):
             continue
         if node.op_type not in _FETCH_OPS:
             index_values.update(node.outputs)
@@ -259,7 +261,7 @@ def _invariant_values(body: ir.Graph) -> set[ir.Value]:
             producer = value.producer()
             if producer is None or producer.graph is not body:  # initializer or outer scope
                 invariant.add(value)
-        if not _subgraphs(node) and all(v is None or v in invariant for v in node.inputs):
+        if not list(subgraphs(node)) and all(v is None or v in invariant for v in node.inputs):
             invariant.update(node.outputs)
     return invariant
 
@@ -338,7 +340,7 @@ def _propagate(walk: _Walker, graph: ir.Graph, labels: dict[ir.Node, str]) -> No
 
 
 def _is_constant(node: ir.Node) -> bool:
-    return all(v is None for v in node.inputs) and not _subgraphs(node)
+    return all(v is None for v in node.inputs) and not list(subgraphs(node))
 
 
 # --- mapping onto ORT's optimized graph -------------------------------------------------------
@@ -381,7 +383,7 @@ class _Walker:
         self._owner: dict[int, ir.Node] = {}
         for graph in _graphs(root):
             for node in graph:
-                for sub in _subgraphs(node):
+                for sub in list(subgraphs(node)):
                     self._owner[id(sub)] = node
 
     def all_nodes(self) -> list[ir.Node]:
@@ -449,21 +451,9 @@ class _Walker:
         return found
 
 
-def _subgraphs(node: ir.Node) -> list[ir.Graph]:
-    found: list[ir.Graph] = []
-    for attr in node.attributes.values():
-        if attr.is_ref():
-            continue
-        if attr.type == ir.AttributeType.GRAPH:
-            found.append(attr.as_graph())
-        elif attr.type == ir.AttributeType.GRAPHS:
-            found.extend(attr.as_graphs())
-    return found
-
-
 def _graphs(graph: ir.Graph):
     """``graph`` and every subgraph below it, parents before children."""
     yield graph
     for node in graph:
-        for sub in _subgraphs(node):
+        for sub in list(subgraphs(node)):
             yield from _graphs(sub)
