@@ -36,7 +36,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from .runtime import session_options
+from .runtime import session_options, uses_native_ops
 
 __all__ = ["KernelTimes", "NodeTimes", "StageTimers", "with_unique_node_names", "optimized_model", "run_profiled"]
 
@@ -132,6 +132,8 @@ def optimized_model(model: onnx.ModelProto, threads: int) -> onnx.ModelProto | N
     with tempfile.TemporaryDirectory(prefix="waveopt-profile-") as tmp:
         path = Path(tmp) / "optimized.onnx"
         options = session_options(threads)
+        if uses_native_ops(model):
+            _register_native(options)
         options.optimized_model_filepath = str(path)
         try:
             ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -153,9 +155,11 @@ def run_profiled(model: onnx.ModelProto, feed: dict[str, np.ndarray], *, threads
     and after the measured runs, and the difference is returned.
     """
     data = model.SerializeToString()
+    native = uses_native_ops(model)
     with tempfile.TemporaryDirectory(prefix="waveopt-profile-") as tmp:
-        profiled = _session(data, threads, profile_prefix=os.path.join(tmp, "model"), configure=configure)
-        plain = _session(data, threads)
+        profiled = _session(data, threads, profile_prefix=os.path.join(tmp, "model"), configure=configure,
+                            native=native)
+        plain = _session(data, threads, native=native)
         calibration = _session(_calibration_model().SerializeToString(), 1,
                                profile_prefix=os.path.join(tmp, "calibration"), optimize=False) if calibrate else None
         calibration_feed = {"steps": np.array(_CALIBRATION_STEPS, np.int64), "h0": np.zeros((1, 64), np.float32)}
@@ -178,8 +182,10 @@ def run_profiled(model: onnx.ModelProto, feed: dict[str, np.ndarray], *, threads
 
 
 def _session(data: bytes, threads: int, profile_prefix: str | None = None, optimize: bool = True,
-             configure: Callable[[ort.SessionOptions], None] | None = None):
+             configure: Callable[[ort.SessionOptions], None] | None = None, native: bool = False):
     options = session_options(threads)
+    if native:
+        _register_native(options)
     if configure is not None:
         configure(options)
     if not optimize:
@@ -188,6 +194,13 @@ def _session(data: bytes, threads: int, profile_prefix: str | None = None, optim
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def _register_native(options: ort.SessionOptions) -> None:
+    """The waveopt.ops library, for a model that uses it (WaveRNNLoop, FusedDense)."""
+    from . import ops
+
+    ops.register(options)
 
 
 def _timed(fn) -> float:

@@ -21,7 +21,10 @@ Extension point for a fused op's own per-stage timers: :func:`merge_stage_timers
 {stage: seconds} and moves that time from the op's row to the stages' modules. To have them
 measured, pass :func:`profile_model` ``configure`` (turns the timers on in the profiled
 session's options, e.g. a session config entry) and ``stage_timers`` (reads the op's
-cumulative {node: {stage: seconds}}); the totals of the measured runs are merged.
+cumulative {node: {stage: seconds}}); the totals of the measured runs are merged. A model
+with waveopt's fused ``WaveRNNLoop`` gets its stage timers by default
+(``profile_native.StageTimerFile``); as it has no ONNX Loop, the op's own steps x batch
+then define the sample.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .profile_attribution import (LOOP_GLUE, LOOP_OVERHEAD, STEP_GLUE, UNATTRIBU
                                   module_rank)
 from .profile_costs import module_costs
 from .profile_inputs import profile_inputs
+from .profile_native import StageTimerFile, fused_loop_nodes
 from .profile_session import KernelTimes, StageTimers, optimized_model, run_profiled, with_unique_node_names
 
 __all__ = ["ModuleRow", "NodeRow", "Profile", "RUN_OVERHEAD", "PREEMPTED", "profile_model", "merge_stage_timers"]
@@ -114,6 +118,8 @@ class Profile:
     limits: MachineLimits
     total_weight_bytes: int
     notes: list[str]
+    # A fused op's own stage timers, as merged: {node: {stage: us per unit}}.
+    stages: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def samples_per_run(self) -> int:
@@ -157,6 +163,7 @@ class Profile:
             "limits": self.limits.as_dict(),
             "total_weight_bytes": self.total_weight_bytes,
             "notes": self.notes,
+            "stages": self.stages,
         }
 
 
@@ -190,6 +197,10 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
     owners = _owners(ran.graph)
     outer_loops = {n.name for n in ran.graph if n.op_type == "Loop"}
     on_event = trace.model_events(trace_pid, str(path), ran_labels) if trace is not None else None
+    native_timers = None
+    if configure is None and stage_timers is None and fused_loop_nodes(named):
+        native_timers = stage_timers = StageTimerFile()
+        configure = native_timers.configure
     try:
         times = run_profiled(named, feed, threads=threads, runs=runs, warmup=warmup, calibrate=calibrate,
                              on_event=on_event, configure=configure, stage_timers=stage_timers)
@@ -198,15 +209,20 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
             raise
         message = " ".join(str(exc).split())
         raise WaveoptError(f"ONNX Runtime cannot run {path} with these inputs ({message[:300]})") from exc
+    finally:
+        if native_timers is not None:
+            native_timers.close()
     missing = sorted(set(times.nodes) - set(ran_labels))
     if missing:
         notes.append(f"{len(missing)} kernel(s) not found in ORT's optimized graph, left unattributed: "
                      + ", ".join(missing[:5]))
 
     steps, sequences = _loop_extent(times, owners, outer_loops)
+    if not outer_loops and native_timers is not None and native_timers.extent and times.stage_seconds:
+        steps, sequences = native_timers.extent  # the fused op's loop: per sample as for an ONNX Loop
     if outer_loops and not steps:
         notes.append("the Loop ran no iterations with these inputs: times are per run (give --dim or --inputs)")
-    elif not outer_loops:
+    elif not outer_loops and not steps:
         notes.append("no Loop: times are per run and modules come from provenance only; see the nodes")
     unit_count = runs * (steps * sequences if steps else 1)
     profile = Profile(
@@ -243,6 +259,7 @@ def merge_stage_timers(profile: Profile, node: str, stages: Mapping[str, float])
     scale = 1e6 / (profile.runs * profile.samples_per_run if profile.unit == "sample" else profile.runs)
     for stage, seconds in stages.items():
         us = seconds * scale
+        profile.stages.setdefault(node, {})[stage] = profile.stages.get(node, {}).get(stage, 0.0) + us
         row = profile.row(stage)
         row.profiled_us += us
         from_row.profiled_us -= us

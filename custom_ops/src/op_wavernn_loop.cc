@@ -21,8 +21,17 @@
 // own buffers, so concurrent runs never share mutable state): a repack reads the weights
 // once, about what one of the T steps costs, while keying a cache on the data pointer would
 // go stale when ORT or the caller reuses a buffer for new values.
+//
+// Stage timers (for `waveopt profile`): when the environment variable WAVEOPT_STAGE_TIMERS
+// names a file at kernel creation, every Compute appends one JSON line to it:
+//   {"node": "<node name>", "kernel": K, "steps": T, "batch": B, "seconds": {"rnn1": ..., ...}}
+// (K numbers the timed kernels of the process in creation order). Unset: nothing is timed.
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "dispatch.h"
@@ -46,7 +55,60 @@ struct LoopKernel {
   std::unique_ptr<LoopWeights> packed;
   LoopDims packed_dims;
   const float* packed_sources[kInputs] = {};
+  // Stage timers: on when timer_path is not empty (WAVEOPT_STAGE_TIMERS at creation).
+  std::string timer_path;
+  std::string node_name;
+  int64_t timer_kernel = 0;
 };
+
+std::mutex g_timer_file_mutex;
+std::atomic<int64_t> g_timed_kernels{0};
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+// Appends the JSON line described at the top of this file (errors are ignored: timing is
+// a diagnostic and must never fail the run).
+void write_stage_times(const LoopKernel& k, const LoopDims& d, const LoopStageTimes& times) {
+  std::string line = "{\"node\": " + json_string(k.node_name) + ", \"kernel\": " + std::to_string(k.timer_kernel) +
+                     ", \"steps\": " + std::to_string(d.steps) + ", \"batch\": " + std::to_string(d.batch) +
+                     ", \"seconds\": {";
+  for (int i = 0; i < kLoopStages; ++i) {
+    char value[40];
+    std::snprintf(value, sizeof value, "%.9g", times.seconds[i]);
+    line += std::string(i ? ", " : "") + "\"" + kLoopStageNames[i] + "\": " + value;
+  }
+  line += "}}\n";
+  std::lock_guard<std::mutex> lock(g_timer_file_mutex);
+  if (std::FILE* f = std::fopen(k.timer_path.c_str(), "a")) {
+    std::fwrite(line.data(), 1, line.size(), f);
+    std::fclose(f);
+  }
+}
+
+OrtStatus* node_name(const OrtKernelInfo* info, std::string* out) {
+  size_t size = 0;
+  WAVEOPT_RETURN_IF_ERROR(g_api->KernelInfo_GetNodeName(info, nullptr, &size));
+  std::string name(size, '\0');
+  if (size) WAVEOPT_RETURN_IF_ERROR(g_api->KernelInfo_GetNodeName(info, &name[0], &size));
+  while (!name.empty() && name.back() == '\0') name.pop_back();
+  *out = name;
+  return nullptr;
+}
 
 std::string input_name(size_t i, bool teacher) {
   return i == 16 && teacher ? "prev_samples" : kInputNames[i];
@@ -117,6 +179,11 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
   if (teacher != 0 && teacher != 1)
     return make_error("WaveRNNLoop: attribute teacher_forced must be 0 or 1, got " + std::to_string(teacher));
   k->teacher = teacher == 1;
+  if (const char* path = std::getenv("WAVEOPT_STAGE_TIMERS"); path && *path) {
+    k->timer_path = path;
+    WAVEOPT_RETURN_IF_ERROR(node_name(info, &k->node_name));
+    k->timer_kernel = g_timed_kernels.fetch_add(1);
+  }
 
   // Pack now if all weights are constant initializers with valid shapes; any problem is
   // left for Compute to report with the runtime shapes.
@@ -206,8 +273,13 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   in.noise = k.teacher ? nullptr : t[16].data;
   in.prev_samples = k.teacher ? t[16].data : nullptr;
   in.x0 = t[17].value ? t[17].data : nullptr;
-  const std::string error = run_wavernn_loop(k.kernels, d, *weights, in, k.mode, static_cast<float*>(out_data));
-  return error.empty() ? nullptr : make_error(error, ORT_FAIL);
+  const bool timed = !k.timer_path.empty();
+  LoopStageTimes times;
+  const std::string error = run_wavernn_loop(k.kernels, d, *weights, in, k.mode, static_cast<float*>(out_data),
+                                             timed ? &times : nullptr);
+  if (!error.empty()) return make_error(error, ORT_FAIL);
+  if (timed) write_stage_times(k, d, times);
+  return nullptr;
 }
 
 void ORT_API_CALL destroy(void* kernel) { delete static_cast<LoopKernel*>(kernel); }

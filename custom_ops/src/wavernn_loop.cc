@@ -1,9 +1,12 @@
 #include "wavernn_loop.h"
 
+#include <chrono>
 #include <cmath>
 #include <utility>
 
 namespace waveopt {
+
+const char* const kLoopStageNames[kLoopStages] = {"rnn1", "rnn2", "fc1", "fc2", "fc3", "sampling"};
 
 std::string LoopWeights::pack(const LoopDims& d, const float* p_hh1, const float* p_bhh1,
                               const float* p_x2, const float* p_hh2, const float* p_bhh2,
@@ -35,7 +38,7 @@ float mol_value(const float* logits, int64_t k, float u1) {
 }  // namespace
 
 std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const LoopWeights& w,
-                             const LoopInputs& in, SampleMode mode, float* out) {
+                             const LoopInputs& in, SampleMode mode, float* out, LoopStageTimes* times) {
   const int64_t T = d.steps, B = d.batch, H = d.hidden, F = d.fc, N = d.classes;
   const int64_t Hp = round_up(H, WAVEOPT_PANEL), Fp = round_up(F, WAVEOPT_PANEL);
   const int64_t Np = round_up(N, WAVEOPT_PANEL), G = w.w_hh1.view()->gate_pad, Gs = 3 * G;
@@ -58,9 +61,21 @@ std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const L
   float* sample_scratch = take(Np + 16);
   float* s = take(B);
 
+  // Stage timers: `lap(stage)` charges the time since the previous lap to `stage`.
+  using Clock = std::chrono::steady_clock;
+  const bool timed = times != nullptr;
+  Clock::duration spent[kLoopStages] = {};
+  Clock::time_point mark;
+  auto lap = [&](LoopStage stage) {
+    const Clock::time_point now = Clock::now();
+    spent[stage] += now - mark;
+    mark = now;
+  };
+
   const bool teacher = in.prev_samples != nullptr;
   for (int64_t b = 0; b < B; ++b) s[b] = in.x0 ? in.x0[b] : 0.0f;
   for (int64_t t = 0; t < T; ++t) {
+    if (timed) mark = Clock::now();
     if (teacher)
       for (int64_t b = 0; b < B; ++b) s[b] = in.prev_samples[t * B + b];
     const float* gi1 = in.gi1 + t * B * 3 * H;
@@ -70,16 +85,21 @@ std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const L
     // rnn1: gh = W_hh1·h1 + b_hh1; h1' from gi1 + s·u1 and gh.
     k->gemm(w.w_hh1.view(), h1, Hp, B, nullptr, 0, nullptr, nullptr, WAVEOPT_ACT_NONE, gh, Gs);
     k->gru_gates(H, G, B, gi1, 3 * H, s, in.u1, nullptr, gh, Gs, h1, h1_next, Hp, nullptr, nullptr);
+    if (timed) lap(kStageRnn1);
     // rnn2: input side gi2 + s·u2 + W_x2·h1', hidden side W_hh2·h2 + b_hh2; also h1' + h2'.
     k->gemm(w.w_x2.view(), h1_next, Hp, B, nullptr, 0, nullptr, nullptr, WAVEOPT_ACT_NONE, gx, Gs);
     k->gemm(w.w_hh2.view(), h2, Hp, B, nullptr, 0, nullptr, nullptr, WAVEOPT_ACT_NONE, gh, Gs);
     k->gru_gates(H, G, B, gi2, 3 * H, s, in.u2, gx, gh, Gs, h2, h2_next, Hp, h1_next, h_sum);
+    if (timed) lap(kStageRnn2);
     // fc1, fc2, fc3.
     k->gemm(w.w_fc1.view(), h_sum, Hp, B, f1, F, s, in.u3, WAVEOPT_ACT_RELU, t1, Fp);
+    if (timed) lap(kStageFc1);
     k->gemm(w.w_fc2.view(), t1, Fp, B, f2, F, nullptr, nullptr, WAVEOPT_ACT_RELU, t2, Fp);
+    if (timed) lap(kStageFc2);
     float* step_logits = teacher ? out + t * B * N : logits;
     k->gemm(w.w_fc3.view(), t2, Fp, B, nullptr, 0, nullptr, nullptr, WAVEOPT_ACT_NONE, step_logits,
             teacher ? N : Np);
+    if (timed) lap(kStageFc3);
     if (!teacher) {
       for (int64_t b = 0; b < B; ++b) {
         const float* lb = logits + b * Np;
@@ -98,7 +118,11 @@ std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const L
     }
     std::swap(h1, h1_next);
     std::swap(h2, h2_next);
+    if (timed) lap(kStageSampling);  // the sampler (free-running) and the step's bookkeeping
   }
+  if (timed)
+    for (int s_i = 0; s_i < kLoopStages; ++s_i)
+      times->seconds[s_i] = std::chrono::duration<double>(spent[s_i]).count();
   return std::string();
 }
 

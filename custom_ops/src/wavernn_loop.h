@@ -43,10 +43,21 @@ struct LoopInputs {
   const float* x0;                   // [B] first fed-back value (free-running), or nullptr for 0
 };
 
+// Per-stage time of one run_wavernn_loop call, summed over its steps (and batch rows).
+enum LoopStage { kStageRnn1, kStageRnn2, kStageFc1, kStageFc2, kStageFc3, kStageSampling, kLoopStages };
+extern const char* const kLoopStageNames[kLoopStages];  // "rnn1", "rnn2", "fc1", "fc2", "fc3", "sampling"
+
+struct LoopStageTimes {
+  double seconds[kLoopStages] = {};
+};
+
 // Runs the loop: free-running writes samples [T, B], teacher-forced writes logits [T, B, N].
-// Returns an error message (allocation failure), empty on success.
+// `times`, when not null, receives each stage's steady_clock time (off: one untaken branch
+// per stage per step, nothing allocated). Returns an error message (allocation failure),
+// empty on success.
 std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const LoopWeights& w,
-                             const LoopInputs& in, SampleMode mode, float* out);
+                             const LoopInputs& in, SampleMode mode, float* out,
+                             LoopStageTimes* times = nullptr);
 
 }  // namespace waveopt
 
