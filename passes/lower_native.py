@@ -94,8 +94,8 @@ def _check_outputs_unused(rec: Recurrence) -> None:
 class _Builder:
     """Appends nodes before the Loop, tagging them with a module name."""
 
-    def __init__(self, graph: ir.Graph, anchor: ir.Node, prefix: str):
-        self.graph, self.anchor, self.prefix, self.count = graph, anchor, prefix, 0
+    def __init__(self, graph: ir.Graph, anchor: ir.Node, prefix: str, first: int = 0):
+        self.graph, self.anchor, self.prefix, self.count = graph, anchor, prefix, first
 
     def node(self, op, inputs, module, domain="", num_outputs=1, **attrs) -> list[ir.Value]:
         self.count += 1
@@ -226,14 +226,13 @@ _ACTIVATIONS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 
 def _lower_dense(graph: ir.Graph) -> int:
     """``act?(Concat(x1, ..., xn) · W + b)`` with constant W, b -> FusedDense, in every graph."""
-    count = 0
+    count, names_used = 0, 0
     for node in list(ir.traversal.RecursiveGraphIterator(graph)):
         match = _match_dense(node)
         if match is None:
             continue
         parts, weight, bias, last, activation = match
-        owner = node.graph
-        b = _Builder(owner, node, "fused_dense")
+        b = _Builder(node.graph, node, "fused_dense", first=names_used)  # names unique across graphs
         module = node.metadata_props.get(MODULE_KEY, "dense")
         (out,) = b.node("FusedDense", [*parts, b.const(weight, "W"), b.const(bias, "b")], module,
                         domain=OPS_DOMAIN, activation=activation)
@@ -244,6 +243,7 @@ def _lower_dense(graph: ir.Graph) -> int:
         out.name = name
         old.name = None
         count += 1
+        names_used = b.count
     return count
 
 
