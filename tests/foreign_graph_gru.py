@@ -152,7 +152,7 @@ class _Builder:
     # --- the model ----------------------------------------------------------------------
     def build(self) -> onnx.ModelProto:
         hp, model = self.hp, self.model
-        aux, rnn, n_classes = model.aux_dims, hp.rnn_dims, model.n_classes
+        rnn, n_classes = hp.rnn_dims, model.n_classes
         self.init("axis0", np.array([0], np.int64))
         self.init("axis1", np.array([1], np.int64))
 

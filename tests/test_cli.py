@@ -12,27 +12,12 @@ import onnx
 import pytest
 
 from onnx_builders import cnn_model
+from cli_helpers import assert_one_line_error, cli
 from waveopt.cli import main
 from waveopt.demo_data import demo_mels
 
 SMALL_FLAGS = ["--rnn-dims", "32", "--fc-dims", "32", "--res-out-dims", "16", "--compute-dims", "16",
                "--res-blocks", "1"]
-
-
-def cli(capsys, *args):
-    """Run the CLI in-process: (exit code, stdout, stderr)."""
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -15,37 +15,19 @@ import onnx_ir as ir
 import pytest
 
 from onnx_builders import cnn_model
-from waveopt import cli as cli_module
 from waveopt.bandwidth import MB, probe_limits
+from cli_helpers import assert_one_line_error, cli
 from waveopt.cli import main
 from waveopt.profile_attribution import UNATTRIBUTED, attribute
-from waveopt.profile_cli import profile
 from waveopt.profile_table import fmt_us, format_profile
 from waveopt.profiling import RUN_OVERHEAD, merge_stage_timers, profile_model
 from waveopt.report import graph_stats
 
 from model_fixtures import CONFIGS
 
-if not any(c.name == "profile" or getattr(c.callback, "__name__", "") == "profile"
-           for c in cli_module.app.registered_commands):
-    cli_module.app.command("profile")(profile)  # until cli.py mounts it
 
 WAVERNN_MODULES = ["conditioning", "I", "rnn1", "rnn2", "fc1", "fc2", "fc3", "sampling"]
 FOREIGN_STEPS = 400
-
-
-def cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

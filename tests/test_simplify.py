@@ -1,9 +1,6 @@
 import numpy as np
-import onnx
 import onnxsim
-import onnx_ir as ir
 import onnxruntime as ort
-import pytest
 from onnx_builders import ar_loop_model, cnn_model
 
 from waveopt.check import random_inputs
