@@ -57,13 +57,18 @@ class Recurrence:
     hidden: int
     fc: int
     classes: int
+    logits_value: ir.Value | None = None  # the per-step logits in the body
+    sample_input: ir.Value | None = None  # free-running: the body input carrying the fed-back sample
 
 
 class NotRecognised(Exception):
     """The Loop is not the WaveRNN recurrence; the message says why."""
 
 
-def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None) -> Recurrence:
+def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None, check_sampler: bool = True) -> Recurrence:
+    """The recurrence of ``loop``, or NotRecognised. With ``check_sampler=False`` a free-running
+    loop's sampler is not looked at (``driver`` is None, ``output_index`` -1): enough to
+    find the logits and the fed-back sample."""
     body: ir.Graph = loop.attributes["body"].value
     iteration = body.inputs[0]
     carried = list(body.inputs[2:])
@@ -155,8 +160,12 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None) -> Recurrenc
         if len(others) != 1:
             raise NotRecognised("the loop does not carry exactly one sample besides the GRU states")
         s_key = ("carried", others[0])
-        driver, output_index, mode = _free_running_sampler(loop, body, iteration, carried[others[0]],
-                                                           logits_value, mode_hint)
+        if check_sampler:
+            driver, output_index, mode = _free_running_sampler(loop, body, iteration, carried[others[0]],
+                                                               logits_value, mode_hint)
+        else:
+            driver, output_index = None, -1
+            mode = mode_hint or ("mol" if logits.width == 30 else "raw")
     allowed = {
         "r1": {h1_key, s_key}, "z1": {h1_key, s_key}, "a1": {s_key}, "b1": {h1_key},
         "r2": {h1o_key, h2_key, s_key}, "z2": {h1o_key, h2_key, s_key}, "a2": {h1o_key, s_key},
@@ -177,8 +186,9 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None) -> Recurrenc
     keys = {"s": s_key, "h1": h1_key, "h2": h2_key, "h1o": h1o_key, "h2o": h2o_key,
             "t1": ("relu", id(fc1[0])), "t2": t2_key}
     forms = {**forms, **{f"key:{k}": v for k, v in keys.items()}}
+    sample_input = None if teacher_forced else carried[others[0]]
     return Recurrence(loop, mode, teacher_forced, (rnn1, rnn2), forms, steps, driver, output_index,
-                      hidden, fc, logits.width)
+                      hidden, fc, logits.width, logits_value, sample_input)
 
 
 # --- GRU cells ---------------------------------------------------------------------------

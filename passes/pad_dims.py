@@ -421,9 +421,15 @@ def _pad_value(emit: Emitter, value: ir.Value, layout: list[tuple[int, int, int]
         return emit.one("Pad", [v, emit.ints([0] * (2 * rank - 1) + [amount], "pads")], "pad")
 
     if all(p == 0 for *_, p in layout[:-1]):
-        return pad(value, layout[-1][2])
-    parts = emit.op("Split", [value, emit.ints([w for _, w, _ in layout], "split")], len(layout), "split", axis=-1)
-    return emit.one("Concat", [pad(v, p) if p else v for v, (*_, p) in zip(parts, layout)], "concat", axis=-1)
+        padded = pad(value, layout[-1][2])
+    else:
+        parts = emit.op("Split", [value, emit.ints([w for _, w, _ in layout], "split")], len(layout), "split",
+                        axis=-1)
+        padded = emit.one("Concat", [pad(v, p) if p else v for v, (*_, p) in zip(parts, layout)], "concat",
+                          axis=-1)
+    if value.shape is not None:  # later passes (and lower_native) read the width
+        padded.type, padded.shape = value.type, _with_last(value.shape, sum(w + p for _, w, p in layout))
+    return padded
 
 
 def _unpad_uses(emit: Emitter, value: ir.Value, layout: list[tuple[int, int, int]], names: Names) -> None:
