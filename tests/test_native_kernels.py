@@ -2,7 +2,9 @@
 
 - every SIMD table this CPU can run vs the scalar reference (GEMM with all epilogues and
   ragged shapes, GRU gates, sampling, exp/sigmoid/tanh accuracy, the whole loop), and AVX2
-  vs AVX-512 bit for bit;
+  vs AVX-512 vs AVX-512 VNNI bit for bit; the integer kernels (quantize, int8/int16 GEMM)
+  bit for bit against the scalar reference and exact against int64 sums, saturation edge
+  cases included, and QuantizedMatrix::pack's bounds after rounding;
 - nothing leaks out of an ISA's translation unit: its object file defines one global
   symbol (the table accessor) and no weak/inline ones the linker could pick for shared code;
 - the library exports RegisterCustomOps and nothing else;
@@ -114,7 +116,7 @@ def _defined_symbols(obj: Path) -> list[tuple[str, str]]:
 
 
 @pytest.mark.skipif(shutil.which("nm") is None, reason="needs binutils' nm")
-@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+@pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512vnni"])
 def test_isa_objects_expose_only_their_table(build_dir, isa):
     objs = list(build_dir.glob(f"CMakeFiles/waveopt_kernels_{isa}.dir/**/*.o"))
     assert len(objs) == 1, objs

@@ -80,17 +80,87 @@ typedef int64_t (*waveopt_sample_class_fn)(const float* logits, size_t n, float 
 /* Elementwise act over n floats, in place (FusedDense's fallback path and tests). */
 typedef void (*waveopt_activate_fn)(float* x, size_t n, int act);
 
+/* --- integer (quantized) GEMM ---------------------------------------------------------------
+ *
+ * Formats (identical for every ISA, so a quantized model gives bit-identical GEMM outputs on
+ * every machine; built once by pack.cc's QuantizedMatrix):
+ *
+ * int8:  weights s8, one float scale per output row; activations u8 with a zero point
+ *        (128 for signed inputs, quantized to [1, 255]; 0 for non-negative ones, [0, 255]).
+ *        Packed as n_pad/16 panels; panel p holds, for each group g of 4 inputs
+ *        (k_pad = k rounded up to 4), 64 bytes: row 16p+r's weights for inputs 4g..4g+3 at
+ *        bytes 4r..4r+3. Each row's scale is chosen (QuantizedMatrix::pack: the largest
+ *        pair sum / 126, checked after rounding) so that no adjacent pair
+ *        (inputs 2i, 2i+1) has |w[2i]| + |w[2i+1]| > 127: then vpmaddubsw (u8 × s8 pairs summed
+ *        into s16 with saturation) never saturates, 255·127 = 32385 < 32767, and the AVX2,
+ *        AVX-512BW and VNNI (vpdpbusd) paths compute the same exact integer sums.
+ *        row_sum[j] = Σ_k w[j][k] lets a kernel remove the zero point: Σ x·w = Σ q·w - z·row_sum.
+ * int16: weights s16, one float scale per row, activations s16 symmetric in
+ *        [-WAVEOPT_Q16_MAX, WAVEOPT_Q16_MAX] (12 bits). Packed like int8 but with groups of 2
+ *        inputs (k_pad = k rounded up to 2): 64 bytes per group = row 16p+r's two s16 weights
+ *        at bytes 4r..4r+3. Each row's scale also bounds Σ_k |w_q| · WAVEOPT_Q16_MAX <= 2^31 - 1
+ *        (Σ|w_q| <= WAVEOPT_Q16_L1_MAX; pack: max(max|w| / 32767, Σ|w| / L1_MAX), checked
+ *        after rounding), so the s32 accumulation (vpmaddwd or vpdpwssd) can never overflow.
+ * A row of zeros has scale 0. Rows past n (and padding rows of GRU gates) have zero weights
+ * and scale 0; inputs k..k_pad-1 have zero weights (and the zero point as activation).
+ *
+ * Output: y[b, j] = act(((float)(acc[b][j] - z·row_sum[j])) · (w_scale[j] · x_scale[b])
+ *                        + bias[j] + addend[b, j] + s[b]·u[j])   (in this order; the last term
+ * is one fmaf), so every ISA rounds identically to the scalar reference. */
+
+#define WAVEOPT_Q16_MAX 4095
+/* int16: the largest Σ_k |w_q| of a row, floor((2^31 - 1) / WAVEOPT_Q16_MAX). */
+#define WAVEOPT_Q16_L1_MAX 524415
+/* int8: the largest k, so that Σ q·w (|q| <= 255, pairs of |w| summing to <= 127) and
+ * z·row_sum fit in s32: 255·127·(k/2) < 2^31. */
+#define WAVEOPT_Q8_MAX_K 131072
+
+typedef struct WaveoptPackedQ {
+  int64_t n, n_pad, k, gate_pad; /* as in WaveoptPacked */
+  int64_t k_pad;                 /* k rounded up to 4 (int8) or 2 (int16) */
+  int bits;                      /* 8 or 16 */
+  const void* w;                 /* int8_t or int16_t panels, 64-byte aligned */
+  const float* scale;            /* n_pad per-row scales (0 past n) */
+  const int32_t* row_sum;        /* int8: n_pad row sums of the s8 weights; int16: NULL */
+  const float* bias;             /* n_pad floats or NULL */
+} WaveoptPackedQ;
+
+/* Quantizes rows × k floats: q = clamp(nearbyint(x·inv_scale[b]) + zero_point, qmin, qmax)
+ * (x·inv_scale one float multiply, round half to even), written as u8 (bits 8) or s16
+ * (bits 16) into out [rows, ld_out] (ld_out in elements), with columns k..k_pad-1 set to
+ * zero_point. qmin <= zero_point <= qmax must fit the output type. Every ISA clamps in float
+ * before rounding (t = x·inv_scale; t = t > lo ? t : lo; t = t < hi ? t : hi with
+ * lo = qmin - zero_point, hi = qmax - zero_point), which equals the formula above for all
+ * finite x, gives qmax for +inf and huge x, qmin for -inf, and qmin for NaN, bit-identically. */
+typedef void (*waveopt_quantize_fn)(const float* x, size_t ldx, size_t rows, size_t k, size_t k_pad,
+                                    const float* inv_scale, int zero_point, int qmin, int qmax, int bits,
+                                    void* out, size_t ld_out);
+
+/* Y = act(dequantized W·X + bias + addend + s·u) as described above; xq [rows, ldxq] holds
+ * u8 (int8 matrices) or s16 (int16) activations from quantize() (k_pad columns are read),
+ * x_scale [rows] their scales, x_zero the zero point they were quantized with (ignored for
+ * int16, which has no row_sum). Other arguments as gemm. Integer sums are exact whenever the
+ * bounds above hold (weights from QuantizedMatrix::pack, activations in range); relu and none
+ * then give bit-identical floats on every ISA, tanh and sigmoid are as close as gemm's. */
+typedef void (*waveopt_gemm_q_fn)(const WaveoptPackedQ* w, const void* xq, size_t ldxq, size_t rows,
+                                  const float* x_scale, int x_zero, const float* addend, size_t ld_add,
+                                  const float* s, const float* u, int act, float* y, size_t ldy);
+
 typedef struct WaveoptKernels {
-  const char* isa; /* "scalar", "avx2", "avx512" */
+  const char* isa; /* "scalar", "avx2", "avx512", "avx512vnni" */
   waveopt_gemm_fn gemm;
   waveopt_gru_gates_fn gru_gates;
   waveopt_sample_class_fn sample_class;
   waveopt_activate_fn activate;
+  waveopt_quantize_fn quantize;
+  waveopt_gemm_q_fn gemm_q; /* int8 and int16 */
 } WaveoptKernels;
 
 const WaveoptKernels* waveopt_kernels_scalar(void);
 const WaveoptKernels* waveopt_kernels_avx2(void);
 const WaveoptKernels* waveopt_kernels_avx512(void);
+/* The AVX-512 table with the int8 GEMM on VNNI (vpdpbusd); its own translation unit. */
+const WaveoptKernels* waveopt_kernels_avx512vnni(void);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,6 @@
 // The scalar reference of every kernel: plain loops and libm, compiled without ISA flags.
-// Every SIMD path is tested against these (custom_ops/tests/kernel_test.cc, tests/).
+// Every SIMD path is tested against these (custom_ops/tests/kernel_test.cc, tests/); the
+// integer GEMM's SIMD paths must match it bit for bit (for act none and relu).
 #include <math.h>
 
 #include "kernels.h"
@@ -106,7 +107,68 @@ void activate(float* x, size_t n, int act) {
   for (size_t i = 0; i < n; ++i) x[i] = apply_act(x[i], act);
 }
 
-const WaveoptKernels kTable = {"scalar", gemm, gru_gates, sample_class, activate};
+// --- integer GEMM (formats: kernels.h) --------------------------------------------------------
+
+void quantize(const float* x, size_t ldx, size_t rows, size_t k, size_t k_pad, const float* inv_scale,
+              int zero_point, int qmin, int qmax, int bits, void* out, size_t ld_out) {
+  // Clamp in float first (see kernels.h): the same as clamping the rounded integer for finite
+  // inputs, and defined for inf and NaN (NaN fails both comparisons and becomes lo).
+  const float lo = (float)(qmin - zero_point), hi = (float)(qmax - zero_point);
+  for (size_t b = 0; b < rows; ++b) {
+    for (size_t c = 0; c < k_pad; ++c) {
+      int q = zero_point;
+      if (c < k) {
+        float t = x[b * ldx + c] * inv_scale[b];
+        t = t > lo ? t : lo;
+        t = t < hi ? t : hi;
+        q = (int)nearbyintf(t) + zero_point;
+      }
+      if (bits == 8)
+        ((uint8_t*)out)[b * ld_out + c] = (uint8_t)q;
+      else
+        ((int16_t*)out)[b * ld_out + c] = (int16_t)q;
+    }
+  }
+}
+
+// Y = act(((float)(Σ q·w - z·row_sum)) · (w_scale · x_scale) + bias + addend + s·u), the
+// integer sums in int64 (exact; the SIMD paths' s32 sums are exact within the format's
+// bounds), one panel and one batch row at a time, reading the panel in storage order.
+void gemm_q(const WaveoptPackedQ* w, const void* xq, size_t ldxq, size_t rows, const float* x_scale, int x_zero,
+            const float* addend, size_t ld_add, const float* s, const float* u, int act, float* y, size_t ldy) {
+  const int64_t P = WAVEOPT_PANEL;
+  const int64_t G = w->bits == 8 ? 4 : 2;  // inputs per 64-byte group
+  const int64_t groups = w->k_pad / G;
+  for (int64_t panel = 0; panel < w->n_pad / P; ++panel) {
+    for (size_t b = 0; b < rows; ++b) {
+      int64_t acc[WAVEOPT_PANEL] = {0};
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t base = (panel * groups + g) * P * G;  // element index of the group
+        for (int64_t lane = 0; lane < P; ++lane)
+          for (int64_t t = 0; t < G; ++t) {
+            const int64_t c = g * G + t, i = base + lane * G + t;
+            if (w->bits == 8)
+              acc[lane] += (int64_t)((const uint8_t*)xq)[b * ldxq + c] * ((const int8_t*)w->w)[i];
+            else
+              acc[lane] += (int64_t)((const int16_t*)xq)[b * ldxq + c] * ((const int16_t*)w->w)[i];
+          }
+      }
+      for (int64_t lane = 0; lane < P; ++lane) {
+        const int64_t col = panel * P + lane;
+        if (col >= w->n) break;
+        int64_t d = acc[lane];
+        if (w->row_sum) d -= (int64_t)x_zero * w->row_sum[col];
+        float v = (float)d * (w->scale[col] * x_scale[b]);
+        if (w->bias) v += w->bias[col];
+        if (addend) v += addend[b * ld_add + col];
+        if (s) v = fmaf(s[b], u[col], v);
+        y[b * ldy + col] = apply_act(v, act);
+      }
+    }
+  }
+}
+
+const WaveoptKernels kTable = {"scalar", gemm, gru_gates, sample_class, activate, quantize, gemm_q};
 
 }  // namespace
 

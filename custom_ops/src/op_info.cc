@@ -36,7 +36,7 @@ std::string info_json() {
   s += "\"reason\": " + json_string(d.reason) + ", ";
   s += "\"cpu\": {\"avx2\": " + std::string(json_bool(d.cpu_avx2)) + ", \"fma\": " + json_bool(d.cpu_fma) +
        ", \"avx512f\": " + json_bool(d.cpu_avx512f) + ", \"avx512bw\": " + json_bool(d.cpu_avx512bw) +
-       ", \"avx512vl\": " + json_bool(d.cpu_avx512vl) + "}, ";
+       ", \"avx512vl\": " + json_bool(d.cpu_avx512vl) + ", \"avx512vnni\": " + json_bool(d.cpu_avx512vnni) + "}, ";
   s += "\"ort_version\": " + json_string(g_api_base->GetVersionString()) + ", ";
   s += "\"ort_api\": " + std::to_string(kOrtApiVersion) + ", ";
   s += "\"library\": " + json_string(library_file()) + ", ";

@@ -1,12 +1,19 @@
 // Kernel test and micro-benchmark, linked against the kernel objects directly (no ORT):
 // every SIMD table this CPU can run is compared with the scalar reference, kernel by kernel
-// and over the whole WaveRNN loop; the AVX2 and AVX-512 paths must agree bit for bit.
+// and over the whole WaveRNN loop; the AVX2, AVX-512 and AVX-512 VNNI paths must agree bit
+// for bit. The integer kernels (quantize, gemm_q for int8 and int16) must match the scalar
+// reference bit for bit too, and their sums an int64 reference exactly, saturation edge
+// cases included; QuantizedMatrix::pack must keep the format's bounds after rounding.
 //
 //   waveopt_kernel_test [accuracy]       run the tests, printing the exp/sigmoid/tanh errors
 //                                        on dense grids (exit status 1 on any failure)
 //   waveopt_kernel_test bench [ISA] [STEPS]   samples/s of the loop at rnn 512, fc 512, 9 bits
 //   waveopt_kernel_test bandwidth [MB ...]    streaming read GB/s of buffers of these sizes
-//   waveopt_kernel_test gemm N K ROWS [COPIES] [t]   one GEMM shape (t: W given as [K, N])
+//   waveopt_kernel_test gemm N K ROWS [COPIES] [t|n] [BITS] [ISA]
+//                                        one GEMM shape (t: W given as [K, N]; BITS 32
+//                                        (default), 16 or 8: float or integer GEMM)
+//   waveopt_kernel_test qgemm [ISA]      fp32 vs int16 vs int8 at 512×512 and 1536×512,
+//                                        rows 1 and 16
 //
 // The sanitizer build (-DWAVEOPT_SANITIZE=ON) runs the same binary under ASan + UBSan.
 #include <immintrin.h>
@@ -49,7 +56,7 @@ std::vector<float> random_vector(std::mt19937& rng, size_t n, float scale) {
 
 std::vector<const WaveoptKernels*> simd_tables() {
   std::vector<const WaveoptKernels*> out;
-  for (const char* isa : {"avx2", "avx512"})
+  for (const char* isa : {"avx2", "avx512", "avx512vnni"})
     if (const WaveoptKernels* k = kernels_for(isa)) out.push_back(k);
   return out;
 }
@@ -99,6 +106,373 @@ void test_gemm(const WaveoptKernels* simd, std::mt19937& rng, std::vector<float>
         all.insert(all.end(), y.begin(), y.end());
       }
   *last_out = all;
+}
+
+// --- integer GEMM ------------------------------------------------------------------------
+
+// The quantization of an input: zero point and range (kernels.h).
+struct QParams {
+  int bits, zero, qmin, qmax;
+};
+const QParams kQSigned8 = {8, 128, 1, 255}, kQUnsigned8 = {8, 0, 0, 255},
+              kQ16 = {16, 0, -WAVEOPT_Q16_MAX, WAVEOPT_Q16_MAX};
+
+size_t q_bytes(int bits) { return bits == 8 ? 1 : 2; }
+int64_t q_group(int bits) { return bits == 8 ? 4 : 2; }
+
+// Element (b, c) of a quantized input buffer as an int.
+int q_get(const std::vector<uint8_t>& buf, int bits, size_t ld, size_t b, size_t c) {
+  if (bits == 8) return buf[b * ld + c];
+  int16_t v;
+  std::memcpy(&v, buf.data() + 2 * (b * ld + c), 2);
+  return v;
+}
+
+void test_quantize(const WaveoptKernels* simd, std::mt19937& rng, std::vector<uint8_t>* last_out) {
+  const WaveoptKernels* ref = waveopt_kernels_scalar();
+  std::vector<uint8_t> all;
+  const float nan = std::nanf(""), inf = INFINITY;
+  for (const QParams& qp : {kQSigned8, kQUnsigned8, kQ16})
+    for (size_t k : {1, 3, 4, 5, 16, 17, 31, 33, 200, 512})
+      for (size_t rows : {1, 2, 5, 17}) {
+        const size_t k_pad = (size_t)round_up((int64_t)k, q_group(qp.bits)), ld = k_pad + 8, ldx = k + 2;
+        auto x = random_vector(rng, rows * ldx, 1.3f);
+        std::vector<float> inv(rows);
+        for (size_t b = 0; b < rows; ++b) {
+          // Row 1: a power of two with exact halves (x·inv = m + 0.5) to check half-to-even.
+          inv[b] = b == 1 ? 64.0f : (qp.bits == 8 ? 127.0f : 4095.0f) * (0.5f + (float)(b % 3));
+          if (b == 1)
+            for (size_t c = 0; c < k; ++c) x[b * ldx + c] = ((float)((int)(c % 41) - 20) + 0.5f) / 64.0f;
+        }
+        const float specials[] = {nan, inf, -inf, 1e30f, -1e30f, 0.0f, -0.0f, 3e9f};
+        for (size_t i = 0; i < 8 && i < rows * k; ++i) x[(i % rows) * ldx + (i * 7) % k] = specials[i];
+        std::vector<uint8_t> q_ref(rows * ld * q_bytes(qp.bits), 0xAB), q(q_ref.size(), 0xAB);
+        ref->quantize(x.data(), ldx, rows, k, k_pad, inv.data(), qp.zero, qp.qmin, qp.qmax, qp.bits, q_ref.data(), ld);
+        simd->quantize(x.data(), ldx, rows, k, k_pad, inv.data(), qp.zero, qp.qmin, qp.qmax, qp.bits, q.data(), ld);
+        char what[160];
+        std::snprintf(what, sizeof what, "%s quantize bits=%d zero=%d k=%zu rows=%zu", simd->isa, qp.bits, qp.zero, k,
+                      rows);
+        check(q == q_ref, std::string(what) + ": differs from scalar");
+        // The scalar reference against the formula, in double; the padding; nothing past k_pad.
+        bool formula_ok = true, tail_ok = true;
+        for (size_t b = 0; b < rows; ++b) {
+          for (size_t c = 0; c < k; ++c) {
+            const float t = x[b * ldx + c] * inv[b];
+            double want = std::isnan(t) ? qp.qmin : std::nearbyint((double)t) + qp.zero;
+            want = std::min<double>(std::max<double>(want, qp.qmin), qp.qmax);
+            formula_ok &= q_get(q_ref, qp.bits, ld, b, c) == (int)want;
+          }
+          for (size_t c = k; c < k_pad; ++c) tail_ok &= q_get(q_ref, qp.bits, ld, b, c) == qp.zero;
+          for (size_t i = k_pad * q_bytes(qp.bits); i < ld * q_bytes(qp.bits); ++i)
+            tail_ok &= q_ref[b * ld * q_bytes(qp.bits) + i] == 0xAB;
+        }
+        check(formula_ok, std::string(what) + ": scalar differs from clamp(nearbyint(x*inv) + zero)");
+        check(tail_ok, std::string(what) + ": padding columns wrong or written past k_pad");
+        all.insert(all.end(), q.begin(), q.end());
+      }
+  // Round half to even, explicitly.
+  {
+    const float x[6] = {2.5f, 3.5f, -2.5f, -3.5f, 0.5f, -0.5f};
+    const int want[6] = {2, 4, -2, -4, 0, 0};
+    int16_t out[6];
+    const float inv = 1.0f;
+    simd->quantize(x, 6, 1, 6, 6, &inv, 0, -WAVEOPT_Q16_MAX, WAVEOPT_Q16_MAX, 16, out, 6);
+    bool ok = true;
+    for (int i = 0; i < 6; ++i) ok &= out[i] == want[i];
+    check(ok, std::string(simd->isa) + " quantize does not round half to even");
+  }
+  *last_out = all;
+}
+
+// Quantizes x [rows, k] (ld k) with the scalar reference, one scale per row from its max.
+std::vector<uint8_t> quantize_rows(const std::vector<float>& x, size_t rows, size_t k, size_t k_pad, size_t ld,
+                                   const QParams& qp, std::vector<float>* scale) {
+  std::vector<uint8_t> q(rows * ld * q_bytes(qp.bits));
+  std::vector<float> inv(rows);
+  scale->resize(rows);
+  const float levels = qp.bits == 16 ? (float)WAVEOPT_Q16_MAX : qp.zero ? 127.0f : 255.0f;
+  for (size_t b = 0; b < rows; ++b) {
+    float m = 0;
+    for (size_t c = 0; c < k; ++c) m = std::max(m, std::fabs(x[b * k + c]));
+    m = m > 0 ? m : 1.0f;
+    inv[b] = levels / m;
+    (*scale)[b] = m / levels;
+  }
+  waveopt_kernels_scalar()->quantize(x.data(), k, rows, k, k_pad, inv.data(), qp.zero, qp.qmin, qp.qmax, qp.bits,
+                                     q.data(), ld);
+  return q;
+}
+
+// gemm_q vs the scalar reference (bitwise for act none/relu) over ragged shapes, both
+// formats, gates = 3 and [k, n] packing; the scalar result vs the float GEMM within the
+// quantization error.
+void test_gemm_q(const WaveoptKernels* simd, std::mt19937& rng, std::vector<float>* last_out) {
+  const WaveoptKernels* ref = waveopt_kernels_scalar();
+  const int64_t ns[] = {1, 7, 16, 30, 33, 48, 136, 512};
+  const int64_t ks[] = {1, 2, 3, 5, 24, 200, 512};
+  const size_t rows_list[] = {1, 2, 3, 4, 5, 7, 8, 9, 11, 14, 16, 17};
+  std::vector<float> all;
+  for (const QParams& qp : {kQSigned8, kQUnsigned8, kQ16})
+    for (int64_t n : ns)
+      for (int64_t k : ks)
+        for (size_t rows : rows_list) {
+          if (n * k * (int64_t)rows > 300000) continue;
+          const int variant = (int)((n + k + rows) % 4);
+          const int act = (int)((n * 3 + k + rows + qp.zero) % 4);
+          const bool transposed = (n + k) % 2 == 0;
+          const int gates = n % 3 == 0 && rows % 2 == 1 ? 3 : 1;
+          auto w = random_vector(rng, n * k, 0.2f);
+          auto bias = random_vector(rng, n, 1.0f);
+          auto x = random_vector(rng, rows * k, 1.0f);
+          if (!qp.zero)
+            for (auto& v : x) v = std::fabs(v);
+          QuantizedMatrix m;
+          PackedMatrix mf;
+          const float* bp = variant & 1 ? bias.data() : nullptr;
+          check(m.pack(w.data(), n, k, transposed, gates, bp, qp.bits), "QuantizedMatrix::pack failed");
+          mf.pack(w.data(), n, k, transposed, gates, bp);
+          const WaveoptPackedQ* v = m.view();
+          const int64_t N = v->n;  // columns stored (3·gate_pad with gates)
+          const size_t ldq = (size_t)v->k_pad + 4;
+          std::vector<float> xs;
+          const auto xq = quantize_rows(x, rows, k, (size_t)v->k_pad, ldq, qp, &xs);
+          auto addend = random_vector(rng, rows * (N + 1), 1.0f);
+          auto s = random_vector(rng, rows, 1.0f);
+          auto u = random_vector(rng, N, 1.0f);
+          const size_t ldy = N + 2;
+          std::vector<float> y_ref(rows * ldy, 7.0f), y(rows * ldy, 7.0f), y_f(rows * ldy, 7.0f);
+          const float* add = variant & 2 ? addend.data() : nullptr;
+          const float* sp = variant == 3 ? s.data() : nullptr;
+          const float* up = variant == 3 ? u.data() : nullptr;
+          ref->gemm_q(v, xq.data(), ldq, rows, xs.data(), qp.zero, add, N + 1, sp, up, act, y_ref.data(), ldy);
+          simd->gemm_q(v, xq.data(), ldq, rows, xs.data(), qp.zero, add, N + 1, sp, up, act, y.data(), ldy);
+          ref->gemm(mf.view(), x.data(), k, rows, add, N + 1, sp, up, act, y_f.data(), ldy);
+          double worst = 0, worst_f = 0, max_scale = 0;
+          for (int64_t j = 0; j < v->n_pad; ++j) max_scale = std::max(max_scale, (double)v->scale[j]);
+          bool past_n = true;
+          for (size_t b = 0; b < rows; ++b)
+            for (size_t j = 0; j < ldy; ++j) {
+              const size_t i = b * ldy + j;
+              if (j >= (size_t)N) {
+                past_n &= y[i] == 7.0f && y_ref[i] == 7.0f;
+                continue;
+              }
+              worst = std::max(worst, std::fabs((double)y[i] - y_ref[i]));
+              if (std::isnan(y[i]) != std::isnan(y_ref[i])) worst = INFINITY;
+              worst_f = std::max(worst_f, std::fabs((double)y_ref[i] - y_f[i]));
+            }
+          // |x| <= 1, |w| <= 0.2: each product is off by at most 0.2·xs/2 + max_scale/2 (+ their product).
+          const double xs_max = *std::max_element(xs.begin(), xs.end());
+          const double tol_f = (double)k * (0.2 * xs_max / 2 + max_scale / 2 + xs_max * max_scale / 4) + 1e-5;
+          char what[200];
+          std::snprintf(what, sizeof what, "%s gemm_q bits=%d zero=%d n=%lld k=%lld rows=%zu gates=%d t=%d variant=%d act=%d",
+                        simd->isa, qp.bits, qp.zero, (long long)n, (long long)k, rows, gates, (int)transposed, variant,
+                        act);
+          check(past_n, std::string(what) + ": wrote past n");
+          if (act == WAVEOPT_ACT_NONE || act == WAVEOPT_ACT_RELU)
+            check(worst == 0, std::string(what) + ": not bitwise equal to scalar, max diff " + std::to_string(worst));
+          else
+            check(worst <= 1e-6, std::string(what) + ": max diff to scalar " + std::to_string(worst));
+          check(worst_f <= tol_f, std::string(what) + ": scalar gemm_q vs float gemm " + std::to_string(worst_f) +
+                                      " > " + std::to_string(tol_f));
+          all.insert(all.end(), y.begin(), y.end());
+        }
+  *last_out = all;
+}
+
+// Runs gemm_q (act none, scale 1, no epilogue) on integer weights q [n, k] and integer
+// inputs xi [rows, k] and checks every table's result equals (float) of the int64 sum.
+void check_exact(const std::vector<const WaveoptKernels*>& tables, const std::vector<int16_t>& q, int64_t n, int64_t k,
+                 const std::vector<int>& xi, size_t rows, const QParams& qp, const std::string& name) {
+  QuantizedMatrix m;
+  std::vector<float> ones(n, 1.0f), xs(rows, 1.0f);
+  check(m.pack_quantized(q.data(), ones.data(), n, k, nullptr, qp.bits), name + ": pack_quantized failed");
+  const WaveoptPackedQ* v = m.view();
+  const size_t ld = (size_t)v->k_pad;
+  std::vector<uint8_t> xq(rows * ld * q_bytes(qp.bits));
+  for (size_t b = 0; b < rows; ++b)
+    for (size_t c = 0; c < ld; ++c) {
+      const int val = c < (size_t)k ? xi[b * k + c] : qp.zero;
+      if (qp.bits == 8)
+        xq[b * ld + c] = (uint8_t)val;
+      else {
+        const int16_t s16 = (int16_t)val;
+        std::memcpy(xq.data() + 2 * (b * ld + c), &s16, 2);
+      }
+    }
+  std::vector<float> want(rows * n);
+  for (size_t b = 0; b < rows; ++b)
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t sum = 0;
+      for (int64_t c = 0; c < k; ++c) sum += (int64_t)(xi[b * k + c] - qp.zero) * q[j * k + c];
+      want[b * n + j] = (float)sum;
+    }
+  for (const WaveoptKernels* t : tables) {
+    std::vector<float> y(rows * n, 7.0f);
+    t->gemm_q(v, xq.data(), ld, rows, xs.data(), qp.zero, nullptr, 0, nullptr, nullptr, WAVEOPT_ACT_NONE, y.data(), n);
+    size_t bad = 0;
+    for (size_t i = 0; i < y.size(); ++i) bad += y[i] != want[i];
+    check(bad == 0, std::string(t->isa) + " " + name + ": " + std::to_string(bad) + " sums differ from int64");
+  }
+}
+
+void test_gemm_q_exact(const std::vector<const WaveoptKernels*>& tables, std::mt19937& rng) {
+  // Random integers within the bounds, ragged shapes, both zero points.
+  for (int64_t n : {1, 17, 40})
+    for (int64_t k : {1, 2, 7, 64, 301})
+      for (size_t rows : {1, 3, 8, 16, 17})
+        for (const QParams& qp : {kQSigned8, kQUnsigned8, kQ16}) {
+          std::vector<int16_t> q(n * k);
+          const int r16 = (int)std::min<int64_t>(32767, WAVEOPT_Q16_L1_MAX / k);
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t c = 0; c < k; c += 2) {
+              if (qp.bits == 8) {
+                const int a = (int)(rng() % 255) - 127, room = 127 - std::abs(a);
+                q[j * k + c] = (int16_t)a;
+                if (c + 1 < k) q[j * k + c + 1] = (int16_t)((int)(rng() % (2 * room + 1)) - room);
+              } else {
+                for (int64_t t = c; t < c + 2 && t < k; ++t) q[j * k + t] = (int16_t)((int)(rng() % (2 * r16 + 1)) - r16);
+              }
+            }
+          std::vector<int> xi(rows * k);
+          for (auto& v : xi) v = qp.qmin + (int)(rng() % (qp.qmax - qp.qmin + 1));
+          check_exact(tables, q, n, k, xi, rows, qp,
+                      "exact random bits=" + std::to_string(qp.bits) + " zero=" + std::to_string(qp.zero) + " n=" +
+                          std::to_string(n) + " k=" + std::to_string(k) + " rows=" + std::to_string(rows));
+        }
+  // int8: adjacent pairs summing to exactly ±127 against inputs at 255, 1 and 0.
+  const int pairs[][2] = {{127, 0}, {0, 127}, {64, 63}, {63, 64}, {-64, -63}, {-127, 0}, {0, -127}, {-63, -64},
+                          {127, -0}, {100, 27}, {-100, -27}, {126, 1}};
+  const int64_t n8 = 12, k8 = 66;  // k8 not a multiple of 4
+  std::vector<int16_t> q8(n8 * k8);
+  for (int64_t j = 0; j < n8; ++j)
+    for (int64_t c = 0; c < k8; ++c) q8[j * k8 + c] = (int16_t)pairs[j][c % 2];
+  for (const QParams& qp : {kQSigned8, kQUnsigned8}) {
+    std::vector<int> xi;
+    for (int pattern = 0; pattern < 4; ++pattern)
+      for (int64_t c = 0; c < k8; ++c) {
+        const int hi = 255, lo = qp.zero ? 1 : 0;
+        xi.push_back(pattern == 0 ? hi : pattern == 1 ? lo : pattern == 2 ? (c % 2 ? lo : hi) : (c % 4 < 2 ? hi : lo));
+      }
+    check_exact(tables, q8, n8, k8, xi, 4, qp, "int8 pair-sum 127 edge, zero=" + std::to_string(qp.zero));
+  }
+  // The same through quantize(): inputs ±1 with scale 1/127 become 255 and 1.
+  for (const WaveoptKernels* t : tables) {
+    std::vector<float> x(2 * k8);
+    for (int64_t c = 0; c < k8; ++c) {
+      x[c] = 1.0f;
+      x[k8 + c] = c % 3 ? -1.0f : 1.0f;
+    }
+    const int64_t k_pad = round_up(k8, 4);
+    std::vector<uint8_t> xq(2 * k_pad);
+    const float inv[2] = {127.0f, 127.0f};
+    t->quantize(x.data(), k8, 2, k8, k_pad, inv, 128, 1, 255, 8, xq.data(), k_pad);
+    std::vector<int> xi;
+    for (int b = 0; b < 2; ++b)
+      for (int64_t c = 0; c < k8; ++c) xi.push_back(xq[b * k_pad + c]);
+    check(xi[0] == 255 && xi[k8 + 1] == 1, std::string(t->isa) + " quantize(±1 · 127) is not 255 / 1");
+    check_exact({t}, q8, n8, k8, xi, 2, kQSigned8, "int8 quantized ±1 edge");
+  }
+  // int16: rows at the L1 bound (Σ|w| = WAVEOPT_Q16_L1_MAX) against inputs at ±4095.
+  const int64_t n16 = 4, k16 = 33;
+  std::vector<int16_t> q16(n16 * k16, 0);
+  for (int64_t j = 0; j < n16; ++j) {
+    int64_t left = WAVEOPT_Q16_L1_MAX;
+    for (int64_t c = 0; c < k16 && left > 0; ++c) {
+      const int64_t mag = std::min<int64_t>(left, 32767);
+      left -= mag;
+      const bool neg = j == 1 || (j >= 2 && c % 2);
+      q16[j * k16 + c] = (int16_t)(neg ? -mag : mag);
+    }
+  }
+  std::vector<int> xi16;
+  for (int pattern = 0; pattern < 3; ++pattern)
+    for (int64_t c = 0; c < k16; ++c)
+      xi16.push_back(pattern == 0 ? 4095 : pattern == 1 ? -4095 : (c % 2 ? -4095 : 4095));
+  check_exact(tables, q16, n16, k16, xi16, 3, kQ16, "int16 L1-bound edge");
+}
+
+// QuantizedMatrix::pack: bounds after rounding, dequantization error, row mapping (gates,
+// [k, n]), row sums, zero rows, refusals.
+void test_pack_q(std::mt19937& rng) {
+  for (int bits : {8, 16})
+    for (int64_t k : {1, 2, 5, 64, 513, 4096})
+      for (int gates : {1, 3})
+        for (bool transposed : {false, true}) {
+          const int64_t n = gates == 3 ? 3 * 11 : 21;
+          auto w = random_vector(rng, n * k, 0.3f);
+          auto at = [&](int64_t row, int64_t c) -> float& { return transposed ? w[c * n + row] : w[row * k + c]; };
+          // Adversarial rows: two equal large neighbours, a row of zeros, one huge weight
+          // among tiny ones, denormals, all equal (the int16 L1 bound binds), exact halves.
+          for (int64_t c = 0; c < k; ++c) {
+            at(0, c) = c < 2 ? 1.0f : 0.01f;
+            at(1, c) = 0.0f;
+            at(2, c) = c == k / 2 ? 50.0f : 1e-6f;
+            at(3, c) = 1e-40f * (float)(c % 5);
+            at(4, c) = 1.0f;
+            at(5, c) = (float)(c % 7) + 0.5f;
+            at(6, c) = c % 2 ? -1.0f : 1.0f;
+          }
+          QuantizedMatrix m;
+          auto bias = random_vector(rng, n, 1.0f);
+          const std::string name = "pack bits=" + std::to_string(bits) + " k=" + std::to_string(k) + " gates=" +
+                                   std::to_string(gates) + " t=" + std::to_string(transposed);
+          if (!m.pack(w.data(), n, k, transposed, gates, bias.data(), bits)) {
+            check(false, name + ": failed");
+            continue;
+          }
+          const WaveoptPackedQ* v = m.view();
+          const int64_t per_gate = n / gates;
+          bool bounds = true, deq = true, sums = true, mapping = true;
+          std::vector<bool> used(v->n_pad, false);
+          for (int64_t row = 0; row < n; ++row) {
+            const int64_t dst = gates > 1 ? (row / per_gate) * v->gate_pad + row % per_gate : row;
+            used[dst] = true;
+            const float sc = v->scale[dst];
+            mapping &= v->bias[dst] == bias[row] && std::isfinite(sc) && sc >= 0;
+            int64_t l1 = 0, sum = 0;
+            for (int64_t c = 0; c < v->k_pad; ++c) {
+              const int qv = m.q_at(dst, c);
+              if (c >= k) {
+                bounds &= qv == 0;
+                continue;
+              }
+              l1 += std::abs(qv);
+              sum += qv;
+              if (bits == 8 && c % 2 == 0) bounds &= std::abs(qv) + (c + 1 < k ? std::abs(m.q_at(dst, c + 1)) : 0) <= 127;
+              if (bits == 16) bounds &= std::abs(qv) <= 32767;
+              const double err = std::fabs((double)qv * sc - at(row, c));
+              deq &= err <= sc / 2 * (1 + 1e-6) + std::fabs(at(row, c)) * 1e-7;
+            }
+            if (bits == 16) bounds &= l1 <= WAVEOPT_Q16_L1_MAX;
+            if (bits == 8) sums &= v->row_sum[dst] == sum;
+            if (row == 1) mapping &= sc == 0.0f && sum == 0;  // the zero row
+          }
+          for (int64_t r = 0; r < v->n_pad; ++r)
+            if (!used[r]) mapping &= v->scale[r] == 0.0f && m.q_at(r, 0) == 0 && v->bias[r] == 0.0f;
+          check(bounds, name + ": a pair/L1 bound fails after rounding");
+          check(deq, name + ": dequantized weight not within scale/2");
+          check(sums, name + ": row_sum wrong");
+          check(mapping, name + ": row mapping, bias, or padding rows wrong");
+          check(v->n == (gates > 1 ? 3 * v->gate_pad : n) && v->k == k && v->k_pad == round_up(k, bits == 8 ? 4 : 2) &&
+                    (bits == 8) == (v->row_sum != nullptr) && ((uintptr_t)v->w % 64) == 0,
+                name + ": view fields wrong");
+        }
+  // Refusals: non-finite weights; int8 with k past the s32 bound; k = 0 works.
+  QuantizedMatrix m;
+  float bad[4] = {1.0f, std::nanf(""), 0.0f, 0.0f};
+  check(!m.pack(bad, 2, 2, false, 1, nullptr, 8), "pack accepted a NaN weight");
+  bad[1] = INFINITY;
+  check(!m.pack(bad, 2, 2, false, 1, nullptr, 16), "pack accepted an infinite weight");
+  check(!m.pack(bad, 2, 2, false, 1, nullptr, 4), "pack accepted bits=4");
+  std::vector<float> wide(WAVEOPT_Q8_MAX_K + 1, 0.5f);
+  check(!m.pack(wide.data(), 1, WAVEOPT_Q8_MAX_K + 1, false, 1, nullptr, 8), "int8 pack accepted k > WAVEOPT_Q8_MAX_K");
+  check(m.pack(wide.data(), 1, WAVEOPT_Q8_MAX_K + 1, false, 1, nullptr, 16), "int16 pack refused a wide row");
+  check(m.pack(wide.data(), 3, 0, false, 1, nullptr, 8) && m.view()->k_pad == 0, "pack with k = 0 failed");
+  float y[3] = {7, 7, 7}, xs = 1.0f;
+  uint8_t xq[4] = {0};
+  waveopt_kernels_scalar()->gemm_q(m.view(), xq, 4, 1, &xs, 128, nullptr, 0, nullptr, nullptr, 0, y, 3);
+  check(y[0] == 0 && y[1] == 0 && y[2] == 0, "gemm_q with k = 0 is not zero");
 }
 
 // --- GRU gates ---------------------------------------------------------------------------
@@ -347,7 +721,11 @@ __attribute__((target("avx512f"))) float stream_sum_avx512(const float* p, size_
   for (size_t i = 0; i + 128 <= n; i += 128)
     for (int j = 0; j < 8; ++j) a[j] = _mm512_add_ps(a[j], _mm512_load_ps(p + i + 16 * j));
   for (int j = 1; j < 8; ++j) a[0] = _mm512_add_ps(a[0], a[j]);
-  return _mm512_reduce_add_ps(a[0]);
+  float out[16];  // not _mm512_reduce_add_ps: GCC 12's header warns (-Wuninitialized)
+  _mm512_storeu_ps(out, a[0]);
+  float sum = 0;
+  for (float v : out) sum += v;
+  return sum;
 }
 __attribute__((target("avx2"))) float stream_sum_avx2(const float* p, size_t n) {
   __m256 a[8];
@@ -361,26 +739,60 @@ __attribute__((target("avx2"))) float stream_sum_avx2(const float* p, size_t n) 
 }
 
 // Y = X·W + b for one shape, `copies` different weight matrices in turn (so the working set
-// can exceed the caches, as in the WaveRNN step).
-int gemm_bench(int64_t n, int64_t k, size_t rows, int copies, bool transposed) {
-  const WaveoptKernels* kt = dispatch().kernels;
+// can exceed the caches, as in the WaveRNN step). bits 32: the float GEMM; 16 or 8: the
+// integer GEMM on pre-quantized inputs, with the cost of quantizing them printed apart.
+int gemm_bench(int64_t n, int64_t k, size_t rows, int copies, bool transposed, int bits, const std::string& isa) {
+  const WaveoptKernels* kt = isa.empty() ? dispatch().kernels : kernels_for(isa);
+  if (!kt || (bits != 32 && bits != 16 && bits != 8)) {
+    std::printf("ISA %s is not available on this CPU, or bits %d is not 32, 16 or 8\n", isa.c_str(), bits);
+    return 2;
+  }
   std::mt19937 rng(5);
-  std::vector<PackedMatrix> mats(copies);
+  std::vector<PackedMatrix> mats(bits == 32 ? copies : 0);
+  std::vector<QuantizedMatrix> qmats(bits == 32 ? 0 : copies);
   auto bias = random_vector(rng, n, 1.0f);
-  for (auto& m : mats) {
+  for (int i = 0; i < copies; ++i) {
     auto w = random_vector(rng, n * k, 0.1f);
-    m.pack(w.data(), n, k, transposed, 1, bias.data());
+    if (bits == 32)
+      mats[i].pack(w.data(), n, k, transposed, 1, bias.data());
+    else
+      qmats[i].pack(w.data(), n, k, transposed, 1, bias.data(), bits);
   }
   auto x = random_vector(rng, rows * k, 1.0f);
+  const QParams qp = bits == 8 ? kQSigned8 : kQ16;
+  const size_t k_pad = (size_t)round_up(k, bits == 8 ? 4 : 2);
+  std::vector<uint8_t> xq(rows * k_pad * 2);
+  std::vector<float> inv(rows, bits == 8 ? 127.0f : (float)WAVEOPT_Q16_MAX), xs(rows, 1.0f / inv[0]);
   std::vector<float> y(rows * n);
-  double best = 1e30;
+  double best = 1e30, best_q = 1e30;
   for (int rep = 0; rep < 20; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (auto& m : mats) kt->gemm(m.view(), x.data(), k, rows, nullptr, 0, nullptr, nullptr, 0, y.data(), n);
+    if (bits == 32)
+      for (auto& m : mats) kt->gemm(m.view(), x.data(), k, rows, nullptr, 0, nullptr, nullptr, 0, y.data(), n);
+    else
+      for (auto& m : qmats)
+        kt->gemm_q(m.view(), xq.data(), k_pad, rows, xs.data(), qp.zero, nullptr, 0, nullptr, nullptr, 0, y.data(), n);
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / copies);
+    if (bits != 32) {
+      const auto t1 = std::chrono::steady_clock::now();
+      for (int i = 0; i < copies; ++i)
+        kt->quantize(x.data(), k, rows, k, k_pad, inv.data(), qp.zero, qp.qmin, qp.qmax, bits, xq.data(), k_pad);
+      best_q = std::min(best_q, std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() / copies);
+    }
   }
-  std::printf("%s gemm n=%lld k=%lld rows=%zu: %.1f us, %.1f GFLOP/s, %.1f GB/s of weights\n", kt->isa, (long long)n,
-              (long long)k, rows, best * 1e6, 2.0 * rows * n * k / best / 1e9, 4.0 * n * k / best / 1e9);
+  std::printf("%-10s %2d-bit gemm n=%-4lld k=%-4lld rows=%-2zu: %7.2f us, %6.1f GOP/s, %5.1f GB/s of weights", kt->isa,
+              bits, (long long)n, (long long)k, rows, best * 1e6, 2.0 * rows * n * k / best / 1e9,
+              bits / 8.0 * n * k / best / 1e9);
+  if (bits != 32) std::printf("  (+ quantize %.2f us)", best_q * 1e6);
+  std::printf("\n");
+  return 0;
+}
+
+int qgemm_table(const std::string& isa) {
+  for (int64_t n : {512, 1536})
+    for (size_t rows : {1, 16})
+      for (int bits : {32, 16, 8})
+        if (int rc = gemm_bench(n, 512, rows, 8, false, bits, isa)) return rc;
   return 0;
 }
 
@@ -419,7 +831,9 @@ int main(int argc, char** argv) {
   const std::string cmd = argc > 1 ? argv[1] : "";
   if (cmd == "gemm" && argc >= 5)
     return gemm_bench(std::atoll(argv[2]), std::atoll(argv[3]), (size_t)std::atoll(argv[4]),
-                      argc > 5 ? std::atoi(argv[5]) : 8, argc > 6 && std::string(argv[6]) == "t");
+                      argc > 5 ? std::atoi(argv[5]) : 8, argc > 6 && std::string(argv[6]) == "t",
+                      argc > 7 ? std::atoi(argv[7]) : 32, argc > 8 ? argv[8] : "");
+  if (cmd == "qgemm") return qgemm_table(argc > 2 ? argv[2] : "");
   if (cmd == "bandwidth") {
     std::vector<double> sizes;
     for (int i = 2; i < argc; ++i) sizes.push_back(std::atof(argv[i]));
@@ -434,12 +848,21 @@ int main(int argc, char** argv) {
   for (auto* k : simds) std::printf(" %s", k->isa);
   std::printf("%s\n", simds.empty() ? " none (only the scalar reference is tested)" : "");
   std::mt19937 rng(1);
-  std::vector<std::vector<float>> gemm_out, gate_out, sample_out;
+  std::vector<std::vector<float>> gemm_out, gate_out, sample_out, gemm_q_out;
+  std::vector<std::vector<uint8_t>> quantize_out;
+  test_pack_q(rng);
+  std::vector<const WaveoptKernels*> all_tables = {waveopt_kernels_scalar()};
+  all_tables.insert(all_tables.end(), simds.begin(), simds.end());
+  test_gemm_q_exact(all_tables, rng);
   for (const WaveoptKernels* k : simds) {
     std::mt19937 local(7);  // same inputs for every ISA, so their outputs can be compared
     gemm_out.emplace_back();
     gate_out.emplace_back();
     sample_out.emplace_back();
+    quantize_out.emplace_back();
+    gemm_q_out.emplace_back();
+    test_quantize(k, local, &quantize_out.back());
+    test_gemm_q(k, local, &gemm_q_out.back());
     test_gemm(k, local, &gemm_out.back());
     test_gates(k, local, &gate_out.back());
     test_sampling(k, local, &sample_out.back());
@@ -449,6 +872,8 @@ int main(int argc, char** argv) {
     check(gemm_out[i] == gemm_out[0], std::string(simds[i]->isa) + " gemm differs bitwise from " + simds[0]->isa);
     check(gate_out[i] == gate_out[0], std::string(simds[i]->isa) + " gru_gates differ bitwise from " + simds[0]->isa);
     check(sample_out[i] == sample_out[0], std::string(simds[i]->isa) + " sampling differs from " + simds[0]->isa);
+    check(quantize_out[i] == quantize_out[0], std::string(simds[i]->isa) + " quantize differs from " + simds[0]->isa);
+    check(gemm_q_out[i] == gemm_q_out[0], std::string(simds[i]->isa) + " gemm_q differs bitwise from " + simds[0]->isa);
   }
   test_loop(simds, rng);
   std::printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "OK", g_failures);
