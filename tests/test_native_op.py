@@ -1,6 +1,6 @@
 """The native ops in ONNX Runtime, loaded as a user would, on every ISA path this CPU has.
 
-The kernels are chosen once per process, so each ISA (WAVEOPT_ISA=scalar/avx2/avx512) runs
+The kernels are chosen once per process, so each ISA (WAVEOPT_ISA=scalar/avx2/avx512/avx512vnni) runs
 in a fresh Python process that loads the library into a new InferenceSession and runs every
 case saved by this process; the comparisons happen here:
 
@@ -8,7 +8,7 @@ case saved by this process; the comparisons happen here:
   samples identical for >= 2000 steps or up to a first mismatch that is a near-tie
   (tests/reference_check.py), checked for each batch row on its own; RAW and MOL,
   B = 1 and 16, small and odd dims;
-- every SIMD path vs the scalar path, and AVX2 vs AVX-512 bit for bit;
+- every SIMD path vs the scalar path, and the SIMD paths (AVX2, AVX-512, VNNI) bit for bit;
 - FusedDense vs numpy;
 - dispatch: the default is the best ISA the CPU has, WAVEOPT_ISA picks the path;
 - wrong shapes, dtypes and attributes are ORT errors (Python exceptions), never crashes.
@@ -104,11 +104,14 @@ def available_isas() -> list[str]:
         isas.append("avx2")
     if {"avx512f", "avx512bw", "avx512vl", "fma"} <= flags:
         isas.append("avx512")
+        if "avx512_vnni" in flags:
+            isas.append("avx512vnni")
     return isas
 
 
 ISAS = available_isas()
-ALL_ISAS = ["scalar", "avx2", "avx512"]
+ALL_ISAS = ["scalar", "avx2", "avx512", "avx512vnni"]
+SIMD_ISAS = [isa for isa in ISAS if isa != "scalar"]
 
 
 def isa_param(isa):
@@ -220,7 +223,7 @@ def test_loop_matches_torch_reference(isa, name, batch, loop_results, models):
     assert_streams_match(model, case["mels"], case["noise"], case["ref_samples"], samples)
 
 
-@pytest.mark.parametrize("isa", [isa_param(i) for i in ("avx2", "avx512")])
+@pytest.mark.parametrize("isa", [isa_param(i) for i in ("avx2", "avx512", "avx512vnni")])
 def test_simd_paths_match_scalar_path(isa, loop_results, models):
     cases, _ = loop_results
     # WAVEOPT_ISA really switched the code: SIMD logits round differently from the scalar ones.
@@ -234,12 +237,13 @@ def test_simd_paths_match_scalar_path(isa, loop_results, models):
         assert_streams_match(model, case["mels"], case["noise"], ref_samples, samples)
 
 
-@pytest.mark.skipif(not {"avx2", "avx512"} <= set(ISAS), reason="needs both AVX2 and AVX-512")
-def test_avx2_and_avx512_paths_are_bitwise_identical(loop_results):
+@pytest.mark.skipif(len(SIMD_ISAS) < 2, reason="needs two SIMD paths (AVX2 and AVX-512)")
+def test_simd_paths_are_bitwise_identical(loop_results):
     cases, _ = loop_results
     for key, case in cases.items():
-        for a, b in zip(case["out"]["avx2"], case["out"]["avx512"]):
-            assert np.array_equal(a, b), key
+        for isa in SIMD_ISAS[1:]:
+            for a, b in zip(case["out"][SIMD_ISAS[0]], case["out"][isa]):
+                assert np.array_equal(a, b), (key, isa)
 
 
 # --- FusedDense ------------------------------------------------------------------------------

@@ -6,6 +6,10 @@
 // W is split into one packed block per x_i (no concat is ever materialised): Y = x_1·W_1 + b,
 // then Y += x_i·W_i, the activation fused into the last block. W is packed when the kernel is
 // created if it is a constant initializer, else at the start of each Compute.
+// Attribute quant "none" (default) | "int8" | "int16": integer products (kernels.h), W
+// quantized per output column when packed, each x_i row quantized at every call with its own
+// scale (largest |x| of the row: no calibration needed, nothing clipped).
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,8 +28,13 @@ struct DenseKernel {
   const WaveoptKernels* kernels = nullptr;
   std::vector<int64_t> packed_splits;  // K_i the constant W was packed for
   std::vector<std::unique_ptr<PackedMatrix>> packed;
+  std::vector<std::unique_ptr<QuantizedMatrix>> qpacked;  // with bits 8 or 16, instead of packed
   const float* packed_source = nullptr;
+  int bits = 0;
 };
+
+using Blocks = std::vector<std::unique_ptr<PackedMatrix>>;
+using QBlocks = std::vector<std::unique_ptr<QuantizedMatrix>>;
 
 bool parse_activation(const std::string& name, int* act) {
   if (name == "none") *act = WAVEOPT_ACT_NONE;
@@ -36,19 +45,46 @@ bool parse_activation(const std::string& name, int* act) {
   return true;
 }
 
-// W [sum K, N] split into row blocks of K_i rows, each packed as an N × K_i matrix.
-OrtStatus* pack_blocks(const float* w, int64_t n, const std::vector<int64_t>& splits,
-                       std::vector<std::unique_ptr<PackedMatrix>>* out) {
+// W [sum K, N] split into row blocks of K_i rows, each packed as an N × K_i matrix (float32,
+// or quantized when bits is 8 or 16).
+OrtStatus* pack_blocks(const float* w, int64_t n, const std::vector<int64_t>& splits, int bits, Blocks* out,
+                       QBlocks* qout) {
   out->clear();
+  qout->clear();
   int64_t row = 0;
   for (int64_t k : splits) {
-    auto m = std::make_unique<PackedMatrix>();
     // A [k, n] block of a row-major [sum K, n] matrix is itself row-major [k, n].
-    if (!m->pack(w + row * n, n, k, true, 1, nullptr)) return make_error("FusedDense: out of memory", ORT_FAIL);
-    out->push_back(std::move(m));
+    bool ok;
+    if (bits) {
+      qout->push_back(std::make_unique<QuantizedMatrix>());
+      ok = qout->back()->pack(w + row * n, n, k, true, 1, nullptr, bits);
+    } else {
+      out->push_back(std::make_unique<PackedMatrix>());
+      ok = out->back()->pack(w + row * n, n, k, true, 1, nullptr);
+    }
+    if (!ok) return make_error("FusedDense: out of memory", ORT_FAIL);
     row += k;
   }
   return nullptr;
+}
+
+// Quantizes `rows` rows of x [rows, k] for `w`, each row with scale max|x| / levels.
+void quantize_rows(const WaveoptKernels* kernels, const WaveoptPackedQ* w, const float* x, size_t rows,
+                   float* inv_scale, float* scale, void* xq) {
+  const int64_t k = w->k;
+  const float levels = w->bits == 8 ? 127.0f : static_cast<float>(WAVEOPT_Q16_MAX);
+  for (size_t r = 0; r < rows; ++r) {
+    float m = 0.0f;
+    for (int64_t c = 0; c < k; ++c) m = std::fabs(x[r * k + c]) > m ? std::fabs(x[r * k + c]) : m;
+    inv_scale[r] = m > 0.0f && std::isfinite(m) ? levels / m : 1.0f;
+    scale[r] = m > 0.0f && std::isfinite(m) ? m / levels : 1.0f;
+  }
+  if (w->bits == 8)
+    kernels->quantize(x, static_cast<size_t>(k), rows, static_cast<size_t>(k), static_cast<size_t>(w->k_pad),
+                      inv_scale, 128, 1, 255, 8, xq, static_cast<size_t>(w->k_pad));
+  else
+    kernels->quantize(x, static_cast<size_t>(k), rows, static_cast<size_t>(k), static_cast<size_t>(w->k_pad),
+                      inv_scale, 0, -WAVEOPT_Q16_MAX, WAVEOPT_Q16_MAX, 16, xq, static_cast<size_t>(w->k_pad));
 }
 
 OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info, void** kernel) {
@@ -59,6 +95,10 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
   const std::string act = attribute_string(info, "activation", "none");
   if (!parse_activation(act, &k->act))
     return make_error("FusedDense: activation must be none, relu, tanh or sigmoid, got '" + act + "'");
+  const std::string quant = attribute_string(info, "quant", "none");
+  if (quant == "int8" || quant == "int16") k->bits = quant == "int8" ? 8 : 16;
+  else if (quant != "none")
+    return make_error("FusedDense: attribute quant must be 'none', 'int8' or 'int16', got '" + quant + "'");
   // Constant W: pack now, for the K_i split the input types declare (if known).
   size_t count = 0;
   WAVEOPT_RETURN_IF_ERROR(g_api->KernelInfo_GetInputCount(info, &count));
@@ -91,7 +131,7 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
     int64_t total = 0;
     for (int64_t s : splits) total += s;
     if (known && total == w.shape[0]) {
-      WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, w.shape[1], splits, &k->packed));
+      WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, w.shape[1], splits, k->bits, &k->packed, &k->qpacked));
       k->packed_splits = splits;
       k->packed_source = w.data;
     }
@@ -146,24 +186,33 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   float* y = static_cast<float*>(out_data);
   if (rows == 0 || n == 0) return nullptr;
 
-  const std::vector<std::unique_ptr<PackedMatrix>>* blocks = &k.packed;
-  std::vector<std::unique_ptr<PackedMatrix>> local;
-  if (k.packed.empty() || k.packed_source != w.data || k.packed_splits != splits) {
-    WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, n, splits, &local));
+  const Blocks* blocks = &k.packed;
+  const QBlocks* qblocks = &k.qpacked;
+  Blocks local;
+  QBlocks qlocal;
+  if ((k.packed.empty() && k.qpacked.empty()) || k.packed_source != w.data || k.packed_splits != splits) {
+    WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, n, splits, k.bits, &local, &qlocal));
     blocks = &local;
+    qblocks = &qlocal;
   }
-  // The bias, padded to whole panels as the kernels read it.
-  AlignedBuffer bias = aligned_floats(static_cast<size_t>(round_up(n, WAVEOPT_PANEL)));
+  // The bias, padded to whole panels as the kernels read it; with quant, room for one
+  // chunk's quantized rows (2 bytes each at most) and their scales.
+  int64_t max_k = 0;
+  for (int64_t s_i : splits) max_k = s_i > max_k ? s_i : max_k;
+  const int64_t q_floats = k.bits ? static_cast<int64_t>(kRowChunk) * (round_up(max_k, 4) / 2 + 2) : 0;
+  AlignedBuffer bias = aligned_floats(static_cast<size_t>(round_up(n, WAVEOPT_PANEL) + q_floats));
   if (!bias) return make_error("FusedDense: out of memory", ORT_FAIL);
   for (int64_t j = 0; j < n; ++j) bias[j] = b.data[j];
+  float* inv_scale = bias.get() + round_up(n, WAVEOPT_PANEL);
+  float* scale = inv_scale + kRowChunk;
+  void* xq = scale + kRowChunk;
 
   for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
     const size_t chunk = static_cast<size_t>(rows - r0 < static_cast<int64_t>(kRowChunk) ? rows - r0 : kRowChunk);
     float* y_chunk = y + r0 * n;
     for (size_t i = 0; i < m; ++i) {
-      WaveoptPacked view = *(*blocks)[i]->view();
-      view.bias = i == 0 ? bias.get() : nullptr;
       const int act = i + 1 == m ? k.act : WAVEOPT_ACT_NONE;
+      const float* block_bias = i == 0 ? bias.get() : nullptr;
       if (splits[i] == 0) {  // an empty block contributes nothing (but may carry bias and act)
         if (i == 0)
           for (size_t r = 0; r < chunk; ++r)
@@ -173,7 +222,18 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
       }
       const float* xi = x[i].data + r0 * splits[i];
       // Blocks after the first accumulate into Y (read and written per element, in place).
-      k.kernels->gemm(&view, xi, splits[i], chunk, i == 0 ? nullptr : y_chunk, n, nullptr, nullptr, act, y_chunk, n);
+      const float* addend = i == 0 ? nullptr : y_chunk;
+      if (k.bits) {
+        WaveoptPackedQ view = *(*qblocks)[i]->view();
+        view.bias = block_bias;
+        quantize_rows(k.kernels, &view, xi, chunk, inv_scale, scale, xq);
+        k.kernels->gemm_q(&view, xq, static_cast<size_t>(view.k_pad), chunk, scale, k.bits == 8 ? 128 : 0, addend,
+                          n, nullptr, nullptr, act, y_chunk, n);
+      } else {
+        WaveoptPacked view = *(*blocks)[i]->view();
+        view.bias = block_bias;
+        k.kernels->gemm(&view, xi, splits[i], chunk, addend, n, nullptr, nullptr, act, y_chunk, n);
+      }
     }
   }
   return nullptr;

@@ -10,7 +10,11 @@
 //   12 W_fc1 [F, H], 13 W_fc2 [F, F], 14 W_fc3 [N, F], 15 b_fc3 [N]
 //   16 noise [T, B, 2] (teacher_forced=0) or prev_samples [T, B] (teacher_forced=1)
 //   17 x0 [B] (optional, free-running only): s_0; 0 when absent
-// Attributes: mode "raw" | "mol" (N = 30), teacher_forced 0 | 1.
+// Attributes: mode "raw" | "mol" (N = 30), teacher_forced 0 | 1,
+//   quant "none" (default) | "int8" | "int16": integer matrix products (kernels.h; weights
+//     quantized per row when packed, inputs every step, see LoopQuant in wavernn_loop.h),
+//   act_ranges [2] floats (with quant): the largest relu(fc1) and relu(fc2) values to keep,
+//     from calibration (waveopt's quantize step measures them with WAVEOPT_ACT_STATS).
 // Output: samples [T, B] (the fed-back values), or logits [T, B, N] when teacher-forced.
 // Step semantics: PyTorch GRUCell for rnn1 and rnn2, then relu(fc1), relu(fc2), fc3 and the
 // reference sampler (models/wavernn.py); h1 = h2 = 0 at t = 0. Free-running, s_t is the sample
@@ -26,7 +30,12 @@
 // names a file at kernel creation, every Compute appends one JSON line to it:
 //   {"node": "<node name>", "kernel": K, "steps": T, "batch": B, "seconds": {"rnn1": ..., ...}}
 // (K numbers the timed kernels of the process in creation order). Unset: nothing is timed.
+//
+// Calibration: when WAVEOPT_ACT_STATS names a file at kernel creation, every Compute of a
+// float32 loop appends {"node": "<node name>", "fc1_max": ..., "fc2_max": ...}: the largest
+// relu(fc1) and relu(fc2) outputs of that run.
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +68,8 @@ struct LoopKernel {
   std::string timer_path;
   std::string node_name;
   int64_t timer_kernel = 0;
+  LoopQuant quant;
+  std::string stats_path;  // WAVEOPT_ACT_STATS at creation (float32 loops only)
 };
 
 std::mutex g_timer_file_mutex;
@@ -96,6 +107,17 @@ void write_stage_times(const LoopKernel& k, const LoopDims& d, const LoopStageTi
   std::lock_guard<std::mutex> lock(g_timer_file_mutex);
   if (std::FILE* f = std::fopen(k.timer_path.c_str(), "a")) {
     std::fwrite(line.data(), 1, line.size(), f);
+    std::fclose(f);
+  }
+}
+
+void write_activation_stats(const LoopKernel& k, const LoopActivationStats& stats) {
+  char line[512];
+  std::snprintf(line, sizeof line, "{\"node\": %s, \"fc1_max\": %.9g, \"fc2_max\": %.9g}\n",
+                json_string(k.node_name).c_str(), stats.fc1_max, stats.fc2_max);
+  std::lock_guard<std::mutex> lock(g_timer_file_mutex);
+  if (std::FILE* f = std::fopen(k.stats_path.c_str(), "a")) {
+    std::fputs(line, f);
     std::fclose(f);
   }
 }
@@ -155,9 +177,9 @@ OrtStatus* weight_dims(const TensorView* t, LoopDims* d, SampleMode mode, bool t
   return nullptr;
 }
 
-OrtStatus* pack_weights(const TensorView* t, const LoopDims& d, LoopWeights* w) {
+OrtStatus* pack_weights(const TensorView* t, const LoopDims& d, const LoopQuant& quant, LoopWeights* w) {
   const std::string error = w->pack(d, t[7].data, t[8].data, t[9].data, t[10].data, t[11].data, t[12].data,
-                                    t[13].data, t[14].data, t[15].data);
+                                    t[13].data, t[14].data, t[15].data, quant);
   return error.empty() ? nullptr : make_error(error, ORT_FAIL);
 }
 
@@ -179,9 +201,26 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
   if (teacher != 0 && teacher != 1)
     return make_error("WaveRNNLoop: attribute teacher_forced must be 0 or 1, got " + std::to_string(teacher));
   k->teacher = teacher == 1;
+  const std::string quant = attribute_string(info, "quant", "none");
+  if (quant == "int8" || quant == "int16") {
+    k->quant.bits = quant == "int8" ? 8 : 16;
+    const std::vector<float> ranges = attribute_floats(info, "act_ranges");
+    if (ranges.size() != 2 || !(ranges[0] > 0.0f) || !(ranges[1] > 0.0f) || !std::isfinite(ranges[0]) ||
+        !std::isfinite(ranges[1]))
+      return make_error("WaveRNNLoop: quant '" + quant +
+                        "' needs act_ranges = [largest relu(fc1), largest relu(fc2)], two positive finite floats");
+    k->quant.fc1_range = ranges[0];
+    k->quant.fc2_range = ranges[1];
+  } else if (quant != "none") {
+    return make_error("WaveRNNLoop: attribute quant must be 'none', 'int8' or 'int16', got '" + quant + "'");
+  }
+  if (const char* path = std::getenv("WAVEOPT_ACT_STATS"); path && *path && !k->quant.bits) {
+    k->stats_path = path;
+    WAVEOPT_RETURN_IF_ERROR(node_name(info, &k->node_name));
+  }
   if (const char* path = std::getenv("WAVEOPT_STAGE_TIMERS"); path && *path) {
     k->timer_path = path;
-    WAVEOPT_RETURN_IF_ERROR(node_name(info, &k->node_name));
+    if (k->node_name.empty()) WAVEOPT_RETURN_IF_ERROR(node_name(info, &k->node_name));
     k->timer_kernel = g_timed_kernels.fetch_add(1);
   }
 
@@ -201,7 +240,7 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
       g_api->ReleaseStatus(status);
     } else {
       k->packed = std::make_unique<LoopWeights>();
-      WAVEOPT_RETURN_IF_ERROR(pack_weights(t, d, k->packed.get()));
+      WAVEOPT_RETURN_IF_ERROR(pack_weights(t, d, k->quant, k->packed.get()));
       k->packed_dims = d;
       for (size_t i = kWeightFirst; i <= kWeightLast; ++i) k->packed_sources[i] = t[i].data;
     }
@@ -251,7 +290,7 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   for (size_t i = kWeightFirst; i <= kWeightLast && same; ++i) same = k.packed_sources[i] == t[i].data;
   LoopWeights local;
   if (!same) {
-    WAVEOPT_RETURN_IF_ERROR(pack_weights(t, d, &local));
+    WAVEOPT_RETURN_IF_ERROR(pack_weights(t, d, k.quant, &local));
     weights = &local;
   }
 
@@ -275,10 +314,13 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   in.x0 = t[17].value ? t[17].data : nullptr;
   const bool timed = !k.timer_path.empty();
   LoopStageTimes times;
+  LoopActivationStats stats;
+  const bool with_stats = !k.stats_path.empty();
   const std::string error = run_wavernn_loop(k.kernels, d, *weights, in, k.mode, static_cast<float*>(out_data),
-                                             timed ? &times : nullptr);
+                                             timed ? &times : nullptr, with_stats ? &stats : nullptr);
   if (!error.empty()) return make_error(error, ORT_FAIL);
   if (timed) write_stage_times(k, d, times);
+  if (with_stats) write_activation_stats(k, stats);
   return nullptr;
 }
 

@@ -76,6 +76,24 @@ int64_t attribute_int(const OrtKernelInfo* info, const char* name, int64_t fallb
   return value;
 }
 
+std::vector<float> attribute_floats(const OrtKernelInfo* info, const char* name) {
+  size_t size = 0;
+  OrtStatus* status = g_api->KernelInfoGetAttributeArray_float(info, name, nullptr, &size);
+  if (status) {
+    g_api->ReleaseStatus(status);
+    return {};
+  }
+  std::vector<float> values(size);
+  if (size == 0) return values;
+  status = g_api->KernelInfoGetAttributeArray_float(info, name, values.data(), &size);
+  if (status) {
+    g_api->ReleaseStatus(status);
+    return {};
+  }
+  values.resize(size);
+  return values;
+}
+
 OrtStatus* constant_input(const OrtKernelInfo* info, size_t index, TensorView* out, bool* is_constant) {
   *is_constant = false;
   *out = TensorView();

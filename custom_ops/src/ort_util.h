@@ -54,6 +54,8 @@ std::string shape_string(const std::vector<int64_t>& shape);
 // A string attribute, or `fallback` if the node does not have it.
 std::string attribute_string(const OrtKernelInfo* info, const char* name, const std::string& fallback);
 int64_t attribute_int(const OrtKernelInfo* info, const char* name, int64_t fallback);
+// A float-list attribute, or empty if the node does not have it.
+std::vector<float> attribute_floats(const OrtKernelInfo* info, const char* name);
 
 // The constant initializer feeding input `index`, or nullptr if that input is not constant.
 OrtStatus* constant_input(const OrtKernelInfo* info, size_t index, TensorView* out, bool* is_constant);

@@ -19,7 +19,23 @@ struct LoopDims {
   int64_t steps = 0, batch = 0, hidden = 0, fc = 0, classes = 0;
 };
 
-// The recurrent weights, packed once (see kernels.h for the layout).
+// Integer inference (kernels.h, "integer (quantized) GEMM"): bits 0 = float32, 8 or 16.
+// The inputs of the six matrix products are quantized every step with fixed scales: the GRU
+// states h1, h2 lie in [-1, 1] (convex mixes of tanh outputs starting from 0) and h1 + h2 in
+// [-2, 2]; the ReLU outputs of fc1 and fc2 have no bound, so their ranges are calibrated
+// (LoopActivationStats on representative input) and larger values are clipped.
+struct LoopQuant {
+  int bits = 0;
+  float fc1_range = 0.0f, fc2_range = 0.0f;  // largest relu(fc1) and relu(fc2) value kept
+};
+
+// The largest relu(fc1) and relu(fc2) values a float32 run saw (for calibration).
+struct LoopActivationStats {
+  float fc1_max = 0.0f, fc2_max = 0.0f;
+};
+
+// The recurrent weights, packed once (see kernels.h for the layout): float32 matrices, or
+// with quant.bits 8 or 16 the quantized ones (q_*) only.
 struct LoopWeights {
   PackedMatrix w_hh1;  // [3H, H] + b_hh1, gate-padded
   PackedMatrix w_x2;   // [3H, H], gate-padded, no bias
@@ -27,11 +43,13 @@ struct LoopWeights {
   PackedMatrix w_fc1;  // [F, H]
   PackedMatrix w_fc2;  // [F, F]
   PackedMatrix w_fc3;  // [N, F] + b_fc3
+  QuantizedMatrix q_hh1, q_x2, q_hh2, q_fc1, q_fc2, q_fc3;  // the same, quantized
+  LoopQuant quant;
 
   // Returns an error message, empty on success. Pointers are row-major, PyTorch layout.
   std::string pack(const LoopDims& d, const float* w_hh1, const float* b_hh1, const float* w_x2,
                    const float* w_hh2, const float* b_hh2, const float* w_fc1, const float* w_fc2,
-                   const float* w_fc3, const float* b_fc3);
+                   const float* w_fc3, const float* b_fc3, const LoopQuant& quant = LoopQuant());
 };
 
 // The per-step inputs (time-major, row-major, see the op's documentation in op_wavernn_loop.cc).
@@ -53,11 +71,12 @@ struct LoopStageTimes {
 
 // Runs the loop: free-running writes samples [T, B], teacher-forced writes logits [T, B, N].
 // `times`, when not null, receives each stage's steady_clock time (off: one untaken branch
-// per stage per step, nothing allocated). Returns an error message (allocation failure),
-// empty on success.
+// per stage per step, nothing allocated). `stats`, when not null (float32 weights only),
+// receives the largest ReLU outputs. Returns an error message (allocation failure), empty
+// on success.
 std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const LoopWeights& w,
                              const LoopInputs& in, SampleMode mode, float* out,
-                             LoopStageTimes* times = nullptr);
+                             LoopStageTimes* times = nullptr, LoopActivationStats* stats = nullptr);
 
 }  // namespace waveopt
 
