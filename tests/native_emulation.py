@@ -17,8 +17,9 @@ def _sigmoid(x):
 
 
 def wavernn_loop(gi1, gi2, f1, f2, u1, u2, u3, w_hh1, b_hh1, w_x2, w_hh2, b_hh2, w_fc1, w_fc2, w_fc3,
-                 b_fc3, driver, mode: str, teacher_forced: bool):
-    """The WaveRNNLoop op in float64 numpy: samples [T, B] or logits [T, B, N]."""
+                 b_fc3, driver, mode: str, teacher_forced: bool, peaks: dict | None = None):
+    """The WaveRNNLoop op in float64 numpy: samples [T, B] or logits [T, B, N].
+    ``peaks``, if given, receives the largest relu(fc1) and relu(fc2) values ("fc1", "fc2")."""
     steps, batch, three_h = gi1.shape
     hidden = three_h // 3
     h1 = np.zeros((batch, hidden))
@@ -40,6 +41,9 @@ def wavernn_loop(gi1, gi2, f1, f2, u1, u2, u3, w_hh1, b_hh1, w_x2, w_hh2, b_hh2,
         h2 = cell(gi2[t] + s * u2 + h1 @ w_x2.T, h2, w_hh2, b_hh2)
         t1 = np.maximum(f1[t] + s * u3 + (h1 + h2) @ w_fc1.T, 0)
         t2 = np.maximum(f2[t] + t1 @ w_fc2.T, 0)
+        if peaks is not None:
+            peaks["fc1"] = max(peaks.get("fc1", 0.0), float(t1.max()))
+            peaks["fc2"] = max(peaks.get("fc2", 0.0), float(t2.max()))
         logits = t2 @ w_fc3.T + b_fc3
         if teacher_forced:
             out.append(logits)
@@ -50,6 +54,42 @@ def wavernn_loop(gi1, gi2, f1, f2, u1, u2, u3, w_hh1, b_hh1, w_x2, w_hh2, b_hh2,
         out.append(sample)
         s = sample[:, None]
     return np.stack(out).astype(np.float32)
+
+
+def relu_peaks(model: onnx.ModelProto, mels: np.ndarray, seed: int = 0) -> list[float]:
+    """[largest relu(fc1), largest relu(fc2)] of a lowered model's free run on ``mels`` with
+    the noise of ``uniform_noise(..., seed)``: the op's own samples (ORT) are fed back in a
+    float64 numpy teacher-forced run, so the path is the op's and the arithmetic numpy's."""
+    from waveopt.demo_data import uniform_noise
+    from waveopt.model_info import wavernn_info
+
+    mels = mels if mels.ndim == 3 else mels[None]
+    steps, sequences = wavernn_info(model).loop_shape(mels.shape[2], mels.shape[0])
+    feed = {"mels": mels, "noise": uniform_noise(steps, sequences, seed)}
+    samples = session(model).run(["samples"], feed)[0]
+    prev = np.zeros_like(samples)
+    prev[1:] = samples[:-1]
+    op, args = _op_inputs(model, feed)
+    peaks: dict = {}
+    wavernn_loop(*[np.asarray(a, np.float64) for a in args[:16]], prev, mode="raw", teacher_forced=True,
+                 peaks=peaks)
+    return [peaks["fc1"], peaks["fc2"]]
+
+
+def _op_inputs(model: onnx.ModelProto, feed: dict):
+    """The WaveRNNLoop node and its input arrays (ORT computes what is not an initializer)."""
+    nodes = [n for n in model.graph.node if n.op_type == "WaveRNNLoop"]
+    assert len(nodes) == 1
+    op = nodes[0]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.node[list(model.graph.node).index(op)]
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    needed = [name for name in op.input if name not in initializers]
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in needed)
+    values = dict(zip(needed, session(_prune(probe)).run(needed, feed)))
+    return op, [values[n] if n in values else initializers[n] for n in op.input]
 
 
 def run_lowered(model: onnx.ModelProto, feed: dict) -> dict:

@@ -105,7 +105,15 @@ def optimize(
     check: bool = typer.Option(False, "--check", help="Compare the result with the input in ORT."),
     check_each: bool = typer.Option(False, "--check-each", help="Check after every pass; name the one that breaks."),
     check_frames: int = typer.Option(8, help="Mel frames of the seeded check inputs."),
-    force: bool = typer.Option(False, "--force", help="Allow overwriting the input or an existing output."),
+    quant: str = typer.Option("none", help="none, int8 or int16 (int16: native target only)."),
+    calibrate: Optional[list[Path]] = typer.Option(
+        None, help="Mel .npy files to calibrate and check quantization on (default: the demo mels); "
+                   "list them after it: --calibrate a.npy b.npy."),
+    more_calibrate: Optional[list[Path]] = typer.Argument(None, hidden=True),
+    min_snr: Optional[float] = typer.Option(None, help="Refuse a quantized model whose teacher-forced logit "
+                                            "SNR against float32 is under this many dB [default: 20]."),
+    force: bool = typer.Option(False, "--force", help="Allow overwriting the input or an existing output, "
+                               "and writing a quantized model under --min-snr."),
     list_passes: bool = typer.Option(False, "--list-passes", callback=_list_passes, is_eager=True,
                                      help="List passes and presets, then exit."),
 ):
@@ -118,9 +126,13 @@ def optimize(
         raise WaveoptError(f"--pad must be 16, 32 or 0, not {pad}")
     if output is None:
         raise WaveoptError("missing -o/--output: where to write the optimized model")
-    _refuse_overwrite(output, [model], force)
+    if more_calibrate and not calibrate:
+        raise WaveoptError(f"unexpected argument {more_calibrate[0]} (only one model is optimized at a time)")
+    calibration = [*(calibrate or []), *(more_calibrate or [])]
+    _refuse_overwrite(output, [model, *calibration], force)
     typer.echo(optimize_file(model, output, passes=_names(passes), skip=_names(skip) or (), preset=target,
-                             pad=pad, check=check, check_each=check_each, check_frames=check_frames))
+                             pad=pad, check=check, check_each=check_each, check_frames=check_frames,
+                             quant=quant, calibrate=calibration, min_snr=min_snr, force=force))
 
 
 def _names(text: Optional[str]) -> Optional[list[str]]:
