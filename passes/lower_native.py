@@ -6,8 +6,9 @@ Before (any form the exporter or the portable passes produce)::
                   ... logits ... sampler(noise_t) -> sample, fed back
 After::
 
-    gi1 = Σ MatMul(P, M) + c   (likewise gi2, f1, f2: everything that does not depend on
-                                the recurrent state, computed for all T steps at once)
+    gi1 = FusedDense(P_1, ..., P_m, [M_1; ...; M_m], c)   = Σ P·M + c over the per-step
+          sources P (likewise gi2, f1, f2: everything that does not depend on the
+          recurrent state, computed for all T steps at once, as one kernel each)
     samples = waveopt.ops::WaveRNNLoop(gi1, gi2, f1, f2, u1, u2, u3, W_hh1, b_hh1, W_x2,
                                        W_hh2, b_hh2, W_fc1, W_fc2, W_fc3, b_fc3, noise)
 
@@ -134,23 +135,24 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
         return _time_major(b, outer, axis, trip_1d)
 
     def per_step(forms: list[LinearForm], module: str) -> ir.Value:
-        """Σ_P MatMul(P, M_P) + c over the step sources of the column-stacked forms: [T, B, n]."""
+        """Σ_P P·M_P + c over the step sources P of the column-stacked forms: [T, B, n], as one
+        FusedDense(P_1, ..., P_m, [M_1; ...; M_m], c): no concat and no sum materialised."""
         form = _hstack(forms)
-        total = None
+        parts, blocks = [], []
         for skey, (outer, axis) in rec.step_tensors.items():
             m = form.terms.get(skey)
             if m is None or not np.any(m):
                 continue
-            rows = _time_major(b, outer, axis, trip_1d)
-            term = b.node("MatMul", [rows, b.const(m, "W")], module)[0]
-            total = term if total is None else b.node("Add", [total, term], module)[0]
+            parts.append(_time_major(b, outer, axis, trip_1d))
+            blocks.append(m)
         const = b.const(form.const, "bias")
-        if total is None:
-            shape = b.node("Shape", [time_rows()], module, start=0, end=2)[0]
-            width = b.const(np.array([form.width]), "width", np.int64)
-            full = b.node("Concat", [shape, width], module, axis=0)[0]
-            return b.node("Expand", [const, full], module)[0]
-        return b.node("Add", [total, const], module)[0]
+        if parts:
+            return b.node("FusedDense", [*parts, b.const(np.concatenate(blocks, axis=0), "W"), const], module,
+                          domain=OPS_DOMAIN, activation="none")[0]
+        shape = b.node("Shape", [time_rows()], module, start=0, end=2)[0]
+        width = b.const(np.array([form.width]), "width", np.int64)
+        full = b.node("Concat", [shape, width], module, axis=0)[0]
+        return b.node("Expand", [const, full], module)[0]
 
     def term(form: LinearForm, name: str, rows: int) -> np.ndarray:
         m = form.terms.get(key[name]) if key[name] is not None else None
