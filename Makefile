@@ -17,24 +17,28 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
-# Export the built-in demo model, optimize it (checked against the original in ORT),
-# vocode demo mels with it and benchmark it.
 # The native ops (custom_ops/ -> custom_ops/build/release/libwaveopt_ops.so); incremental.
 # The ONNX Runtime headers are fetched once into ~/.cache/waveopt (npm pack, sha256-checked).
 native: $(STAMP)
 	$(BIN)/waveopt ops build
 
+# Export the built-in demo model, optimize it (checked against the original in ORT; the
+# int8 model by the quantization guard on the demo mels), vocode demo mels with it and
+# benchmark every form.
 demo: $(STAMP) native
 	mkdir -p $(OUT)
 	$(BIN)/waveopt export --demo -o $(OUT)/demo.onnx --force
 	$(BIN)/waveopt optimize $(OUT)/demo.onnx -o $(OUT)/demo.opt.onnx --check --force
 	$(BIN)/waveopt optimize $(OUT)/demo.onnx -o $(OUT)/demo.native.onnx --target native --check --force
+	$(BIN)/waveopt optimize $(OUT)/demo.onnx -o $(OUT)/demo.int8.onnx --target native --quant int8 --force
 	$(BIN)/waveopt demo-mels -o $(OUT)/demo_mels.npy --frames 40 --force
 	$(BIN)/waveopt vocode $(OUT)/demo.native.onnx $(OUT)/demo_mels.npy -o $(OUT)/demo.wav --force
+	$(BIN)/waveopt vocode $(OUT)/demo.int8.onnx $(OUT)/demo_mels.npy -o $(OUT)/demo.int8.wav --force
 	$(BIN)/waveopt ops info
 	$(BIN)/waveopt bench $(OUT)/demo.onnx --frames 8
 	$(BIN)/waveopt bench $(OUT)/demo.opt.onnx --frames 8
 	$(BIN)/waveopt bench $(OUT)/demo.native.onnx --frames 8
+	$(BIN)/waveopt bench $(OUT)/demo.int8.onnx --frames 8
 
 test: $(STAMP) native
 	$(BIN)/python -m pytest -q

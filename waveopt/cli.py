@@ -111,7 +111,7 @@ def optimize(
                    "list them after it: --calibrate a.npy b.npy."),
     more_calibrate: Optional[list[Path]] = typer.Argument(None, hidden=True),
     min_snr: Optional[float] = typer.Option(None, help="Refuse a quantized model whose teacher-forced logit "
-                                            "SNR against float32 is under this many dB [default: 20]."),
+                                            "SNR against float32 is under this many dB [default: 25]."),
     force: bool = typer.Option(False, "--force", help="Allow overwriting the input or an existing output, "
                                "and writing a quantized model under --min-snr."),
     list_passes: bool = typer.Option(False, "--list-passes", callback=_list_passes, is_eager=True,
