@@ -20,8 +20,8 @@ from waveopt.quantizing import DEFAULT_MIN_SNR_DB, calibrate_ranges, quantize_ch
 # Floors with margin under what these small models measure (see the README's table for the
 # fatchord-size demo model): int16 is near float32, int8 keeps the argmax class (RAW) and
 # most sampled values within 1/128 (MOL: the logistic sample amplifies small errors).
-FLOOR = {("native", 16): (55.0, 0.99, 0.98), ("native", 8): (28.0, 0.95, 0.85),
-         ("portable", 8): (28.0, 0.95, 0.85)}
+FLOOR = {("native", 16): (55.0, 0.99, 0.98), ("native", 8): (28.0, 0.92, 0.85),
+         ("portable", 8): (28.0, 0.92, 0.85)}
 MELS = [demo_mels(6, feat_dims=80, seed=3)]
 
 
@@ -51,6 +51,19 @@ def test_quantized_within_documented_snr(optimized, name, target, bits):
         attrs = {a.name: a for a in loop.attribute}
         assert attrs["quant"].s == f"int{bits}".encode()
         assert list(attrs["act_ranges"].floats) == pytest.approx(accuracy.act_ranges)
+
+
+def test_fatchord_size_model_within_documented_snr(optimized):
+    """The default model (rnn 512, fc 512, 9 bits): the sizes the README's table is about."""
+    model = optimized("fatchord", "native")
+    mels = [demo_mels(4, seed=3)]
+    snr = {}
+    for bits in (8, 16):
+        _, accuracy, _ = quantize_checked(model, bits, mels)
+        snr_floor, raw_floor, _ = FLOOR[("native", bits)]
+        assert accuracy.logit_snr_db >= snr_floor and accuracy.agreement >= raw_floor, accuracy.lines()
+        snr[bits] = accuracy.logit_snr_db
+    assert snr[16] > snr[8] + 20, snr
 
 
 def test_int16_is_closer_to_float32_than_int8(optimized):

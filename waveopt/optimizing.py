@@ -13,7 +13,8 @@ from .errors import WaveoptError
 from .graph import load_model, save_model
 from .model_info import example_inputs, wavernn_info
 from .pipeline import optimize, resolve_passes
-from .quantizing import DEFAULT_MIN_SNR_DB, quantize_checked
+from .quantizing import DEFAULT_MIN_SNR_DB, ort_loop_kernels, quantize_checked
+from .runtime import uses_native_ops
 from .report import format_comparison, graph_stats
 
 __all__ = ["optimize_file", "check_inputs_for"]
@@ -66,6 +67,8 @@ def optimize_file(model_path: Path, output: Path, *, passes=None, skip=(), prese
     if bits:
         final, accuracy, report = quantize_checked(result.model, bits, calibration)
         lines.append(f"  {report.name:24} {report.summary}  ({report.seconds:.2f} s)")
+        if not uses_native_ops(final):
+            lines.append(f"  {ort_loop_kernels(final)}")
         lines += ["", *accuracy.lines()]
         if accuracy.logit_snr_db < min_snr:
             verdict = (f"int{bits} logit SNR {accuracy.logit_snr_db:.1f} dB is under --min-snr {min_snr:g} dB")

@@ -32,7 +32,9 @@ from .runtime import session, uses_native_ops
 from .teacher_forcing import PREV_SAMPLES, teacher_forced_variant
 
 __all__ = ["DEFAULT_MIN_SNR_DB", "QuantAccuracy", "calibrate_ranges", "default_calibration_mels",
-           "quantize_checked"]
+           "ort_loop_kernels", "quantize_checked"]
+
+INTEGER_KERNELS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul")
 
 # The default --min-snr. Measured on the fatchord-size demo model, demo mels (README,
 # scripts/bench_quant.py, scripts/guard_sweep.py): int16 ~65 dB, int8 35-38 dB (native and
@@ -116,6 +118,17 @@ def quantize_checked(model: onnx.ModelProto, bits: int, mels: Sequence[np.ndarra
     twin_q = optimize(twin, passes=["quantize"], pass_options=options).model
     accuracy = _measure(model, quantized, twin, twin_q, info, mels, seed, bits, ranges)
     return quantized, accuracy, result.reports[0]
+
+
+def ort_loop_kernels(model: onnx.ModelProto) -> str:
+    """What ONNX Runtime runs for the products in the Loop body after its own fusions."""
+    from waveopt.passes._quant_ops import ort_loop_body_op_types
+
+    counts = ort_loop_body_op_types(model)
+    integer = [f"{counts[op]} {op}" for op in INTEGER_KERNELS if counts[op]]
+    floats = sum(counts[op] for op in ("MatMul", "Gemm", "FusedMatMul", "FusedGemm"))
+    return (f"ONNX Runtime runs in the Loop body: {', '.join(integer) or 'no integer kernels'}"
+            f"; float products left: {floats}")
 
 
 def _measure(model, quantized, twin, twin_q, info, mels, seed, bits, ranges) -> QuantAccuracy:
