@@ -135,3 +135,19 @@ def test_quantized_fused_dense_against_numpy(quant_results, quant):
             ref = expected[f"dense{i}_{quant}"]
             noise = np.sum((y - ref) ** 2)
             assert 10 * np.log10(np.sum(ref ** 2) / noise) >= floor, (i, isa)
+
+
+@pytest.mark.parametrize("attrs, needle", [
+    ({"quant": "int4", "act_ranges": [1.0, 1.0]}, "quant must be 'none', 'int8' or 'int16'"),
+    ({"quant": "int8"}, "needs act_ranges"),
+    ({"quant": "int16", "act_ranges": [1.0, float("nan")]}, "needs act_ranges"),
+    ({"quant": "int8", "act_ranges": [1.0]}, "needs act_ranges"),
+])
+def test_bad_quant_attributes_are_errors(models, attrs, needle):
+    import onnxruntime as ort
+
+    ops.build()
+    proto = loop_model(loop_weights(models("raw")), "raw")
+    proto.graph.node[0].attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
+    with pytest.raises(Exception, match=needle):
+        ort.InferenceSession(proto.SerializeToString(), ops.session_options(1), providers=["CPUExecutionProvider"])
