@@ -6,17 +6,20 @@ Library use::
     result = waveopt.optimize(model)          # onnx.ModelProto or onnx_ir.Model
     waveopt.save_model(result.model, "out.onnx")
     sess = waveopt.session("out.onnx", threads=1)
+    int8, accuracy, _ = waveopt.quantize(result.model, 8)   # calibrated and measured
 """
 
 from .check import CheckFailed, compare_models
 from .errors import WaveoptError
 from .graph import load_model, save_model
 from .pipeline import OptimizeResult, PassReport, optimize
+from .quantizing import quantize_checked as quantize
 from .report import graph_stats
 from .runtime import session
 
 __all__ = [
     "optimize",
+    "quantize",
     "OptimizeResult",
     "PassReport",
     "compare_models",
