@@ -33,7 +33,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx_ir as ir
-
 from waveopt.passes._ir_helpers import remove_if_dead
 from waveopt.passes._quant_ops import quantize_columns
 from waveopt.passes._util import Builder, const_array, is_onnx_op, loop_bodies

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 
 import numpy as np
+from bench_targets import _cpu, time_interleaved  # scripts/ is on sys.path
 
 FOLD = (1000, 100)  # 64 frames x 275 = 17,600 samples -> 16 folds of 1,200 steps
 FOLD_FRAMES = 64
@@ -37,19 +37,21 @@ def main(argv=None) -> int:
     if args.isa:
         os.environ["WAVEOPT_ISA"] = args.isa
 
+    from waveopt.models import HParams, demo_model, export_wavernn
+
     import waveopt
     from waveopt.model_info import example_inputs, wavernn_info
-    from waveopt.models import HParams, demo_model, export_wavernn
     from waveopt.quantizing import quantize_checked
     from waveopt.runtime import session
 
     speed_rows, accuracy_rows = [], []
     for mode in args.modes.split(","):
         torch_model = demo_model(HParams(mode=mode))
+        ranges = {}  # (target, bits) -> the B=1 calibration, reused at B=16 (same weights)
         for batch_name, fold in (("B=1", None), ("B=16", FOLD)):
             plain = export_wavernn(torch_model, fold=fold)
             fp32 = {t: waveopt.optimize(plain, preset=t).model for t in ("native", "portable")}
-            models, ranges = {}, {}
+            models = {}
             for target, bits in VARIANTS:
                 if not bits:
                     models[(target, bits)] = fp32[target]
@@ -61,16 +63,14 @@ def main(argv=None) -> int:
                     ranges[(target, bits)] = acc.act_ranges
                     accuracy_rows.append((mode.upper(), target, bits, acc))
                 else:
-                    options = {"quantize": {"bits": bits, "act_ranges": last_ranges[(target, bits)]}}
+                    options = {"quantize": {"bits": bits, "act_ranges": ranges[(target, bits)]}}
                     models[(target, bits)] = waveopt.optimize(fp32[target], passes=["quantize"],
                                                               pass_options=options).model
-            if batch_name == "B=1":
-                last_ranges = ranges
             frames = FOLD_FRAMES if fold else SINGLE_FRAMES
             feed = example_inputs(plain, frames=frames, seed=0)
             steps, sequences = wavernn_info(plain).loop_shape(frames, 1)
             sessions = {k: session(m, threads=1) for k, m in models.items()}
-            runs = {k: (lambda s=s: s.run(["samples"], feed)) for k, s in sessions.items()}
+            runs = {k: (lambda s=s, f=feed: s.run(["samples"], f)) for k, s in sessions.items()}
             medians = time_interleaved(runs, args.repeats)
             base = medians[("native", 0)]
             for (target, bits), seconds in medians.items():
@@ -83,32 +83,20 @@ def main(argv=None) -> int:
     return 0
 
 
-def time_interleaved(runs: dict, repeats: int) -> dict:
-    for run in runs.values():
-        run()  # warm-up
-    seconds = {k: [] for k in runs}
-    for _ in range(repeats):
-        for key, run in runs.items():
-            start = time.perf_counter()
-            run()
-            seconds[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in seconds.items()}
-
-
 def render(speed_rows, accuracy_rows, argv) -> str:
     from waveopt import ops
 
     isa = ops.info().get("isa", "?")
     head = [
-        f"machine: {_cpu()} ({os.cpu_count()} cores), python {platform.python_version()}, "
-        f"onnxruntime {__import__('onnxruntime').__version__}, native ISA {isa}",
+        (f"machine: {_cpu()} ({os.cpu_count()} cores), python {platform.python_version()}, "
+         f"onnxruntime {__import__('onnxruntime').__version__}, native ISA {isa}"),
         f"command: python scripts/bench_quant.py {' '.join(argv)}".rstrip(),
         "",
         "| mode | batch | target | weights | samples/s | x native fp32 | x real time | weight bytes/step | GB/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, batch, target, bits, rate, ratio, wbytes, gbps in speed_rows:
-        head.append(f"| {mode} | {batch} | {target} | {'int%d' % bits if bits else 'fp32'} | {rate:,.0f} | "
+        head.append(f"| {mode} | {batch} | {target} | {f'int{bits}' if bits else 'fp32'} | {rate:,.0f} | "
                     f"{ratio:.2f} | {rate / 22050:.3f} | {wbytes / 1e6:.2f} MB | {gbps:.1f} |")
     head += ["", "| mode | target | weights | logit SNR | agreement | log-mel dist. | fp32 vs fp32 (other noise) |",
              "|---|---|---|---|---|---|---|"]
@@ -116,14 +104,6 @@ def render(speed_rows, accuracy_rows, argv) -> str:
         head.append(f"| {mode} | {target} | int{bits} | {acc.logit_snr_db:.1f} dB | {100 * acc.agreement:.2f} % | "
                     f"{acc.log_mel_db:.2f} dB | {acc.log_mel_noise_db:.2f} dB |")
     return "\n".join(head)
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -17,10 +17,15 @@ def main(argv=None) -> int:
     parser.add_argument("--scales", default="1,0.5,0.2,0.1,0.05")
     args = parser.parse_args(argv)
 
-    import waveopt
     from waveopt.models import HParams, demo_model, export_wavernn
-    from waveopt.quantizing import calibrate_ranges, default_calibration_mels, quantize_checked
+
+    import waveopt
     from waveopt.model_info import wavernn_info
+    from waveopt.quantizing import (
+        calibrate_ranges,
+        default_calibration_mels,
+        quantize_checked,
+    )
 
     model = waveopt.optimize(export_wavernn(demo_model(HParams(mode=args.mode))), preset="native").model
     mels = default_calibration_mels(wavernn_info(model))

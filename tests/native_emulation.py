@@ -69,7 +69,7 @@ def relu_peaks(model: onnx.ModelProto, mels: np.ndarray, seed: int = 0) -> list[
     samples = session(model).run(["samples"], feed)[0]
     prev = np.zeros_like(samples)
     prev[1:] = samples[:-1]
-    op, args = _op_inputs(model, feed)
+    _, args = _op_inputs(model, feed)
     peaks: dict = {}
     wavernn_loop(*[np.asarray(a, np.float64) for a in args[:16]], prev, mode="raw", teacher_forced=True,
                  peaks=peaks)
@@ -88,25 +88,14 @@ def _op_inputs(model: onnx.ModelProto, feed: dict):
     needed = [name for name in op.input if name not in initializers]
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in needed)
+    # Nodes after the op cannot run here: keep only what the op's inputs need.
     values = dict(zip(needed, session(_prune(probe)).run(needed, feed)))
     return op, [values[n] if n in values else initializers[n] for n in op.input]
 
 
 def run_lowered(model: onnx.ModelProto, feed: dict) -> dict:
     """Outputs of a lowered model: ORT up to the WaveRNNLoop node, numpy for the node itself."""
-    nodes = [n for n in model.graph.node if n.op_type == "WaveRNNLoop"]
-    assert len(nodes) == 1
-    op = nodes[0]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.node[list(model.graph.node).index(op)]
-    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    needed = [name for name in op.input if name not in initializers]
-    del probe.graph.output[:]
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in needed)
-    # Nodes after the op cannot run here: keep only what the op's inputs need.
-    values = dict(zip(needed, session(_prune(probe)).run(needed, feed)))
-    args = [values[n] if n in values else initializers[n] for n in op.input]
+    op, args = _op_inputs(model, feed)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in op.attribute}
     mode = attrs["mode"].decode() if isinstance(attrs["mode"], bytes) else attrs["mode"]
     result = wavernn_loop(*[np.asarray(a, np.float64) if i < 16 else a for i, a in enumerate(args)],

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from waveopt.accuracy import class_agreement, log_mel, log_mel_distance, logit_snr_db, sample_agreement
+from waveopt.accuracy import (
+    class_agreement,
+    log_mel,
+    log_mel_distance,
+    logit_snr_db,
+    sample_agreement,
+)
 
 
 def test_logit_snr_of_known_noise():

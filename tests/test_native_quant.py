@@ -17,14 +17,14 @@ import pytest
 
 pytest.importorskip("torch")
 
-from native_emulation import wavernn_loop  # noqa: E402
-from onnx import helper  # noqa: E402
-from test_native_op import ISAS, SIMD_ISAS, dense_feeds, dense_model, run_isa  # noqa: E402
+from native_emulation import wavernn_loop
+from onnx import helper
+from test_native_op import ISAS, SIMD_ISAS, dense_feeds, dense_model, run_isa
 
-from waveopt import ops  # noqa: E402
-from waveopt.accuracy import logit_snr_db  # noqa: E402
-from waveopt.demo_data import demo_mels, demo_prev_samples, uniform_noise  # noqa: E402
-from waveopt.native_reference import hoisted_inputs, loop_model, loop_weights  # noqa: E402
+from waveopt import ops
+from waveopt.accuracy import logit_snr_db
+from waveopt.demo_data import demo_mels, demo_prev_samples, uniform_noise
+from waveopt.native_reference import hoisted_inputs, loop_model, loop_weights
 
 STEPS = 800
 SNR_FLOOR = {"int8": 28.0, "int16": 55.0}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from cli_helpers import assert_one_line_error, cli
+
 from waveopt.demo_data import demo_mels
 from waveopt.errors import WaveoptError
 from waveopt.model_info import wavernn_info

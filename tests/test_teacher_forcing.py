@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from onnx_builders import cnn_model
+
 from waveopt.check import cpu_session
 from waveopt.errors import WaveoptError
 from waveopt.model_info import example_inputs

@@ -24,7 +24,14 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from .accuracy import MOL_TOLERANCE, class_agreement, log_mel_distance, logit_powers, sample_agreement, snr_db
+from .accuracy import (
+    MOL_TOLERANCE,
+    class_agreement,
+    log_mel_distance,
+    logit_powers,
+    sample_agreement,
+    snr_db,
+)
 from .demo_data import demo_mels, uniform_noise
 from .errors import WaveoptError
 from .model_info import WaveRNNInfo, wavernn_info
@@ -68,8 +75,8 @@ class QuantAccuracy:
             f"int{self.bits} vs float32 on the calibration mels ({self.steps} steps){ranges}:",
             f"  teacher-forced logit SNR   {self.logit_snr_db:7.2f} dB",
             f"  {what:26} {100 * self.agreement:7.2f} % of steps",
-            f"  log-mel distance           {self.log_mel_db:7.2f} dB "
-            f"(float32 with other noise: {self.log_mel_noise_db:.2f} dB)",
+            (f"  log-mel distance           {self.log_mel_db:7.2f} dB "
+             f"(float32 with other noise: {self.log_mel_noise_db:.2f} dB)"),
         ]
 
 
