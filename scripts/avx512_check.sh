@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build waveopt's native ops on a fresh x86-64 Linux machine and check the AVX-512 path:
 # prints the CPU's SIMD flags, builds the library (Release) with its kernel test, runs the
-# kernel test (every ISA vs the scalar reference), the ONNX Runtime tests of the ops with
-# WAVEOPT_ISA=avx512 (against the PyTorch reference and the scalar path), and a short
-# benchmark (loop samples/s, GEMV shapes, read bandwidth).
+# kernel test (every ISA vs the scalar reference, float32 and int8/int16), the ONNX Runtime
+# tests of the ops on every ISA path (against the PyTorch reference and the scalar path;
+# the quantized ops bit-identical across AVX2, AVX-512BW and VNNI where the CPU has it),
+# and a short benchmark (loop samples/s, GEMV and integer GEMM shapes, read bandwidth).
 #
 #   scripts/avx512_check.sh            (from the repository root; ~5 min on 2 cores)
 #
@@ -42,15 +43,17 @@ BUILD=custom_ops/build/release
 export WAVEOPT_ISA=avx512
 "$PY" -c "import json; from waveopt import ops; print(json.dumps(ops.info(), indent=1))"
 
-echo "== kernel test (scalar reference vs avx2 vs avx512, no ORT)"
+echo "== kernel test (scalar reference vs avx2 vs avx512 [vs avx512vnni], no ORT)"
 "$BUILD/waveopt_kernel_test" accuracy
 
-echo "== ORT tests of the ops (WAVEOPT_ISA=avx512)"
-"$PY" -m pytest -q tests/test_native_kernels.py tests/test_native_op.py \
-    -k "avx512 or bitwise or dispatch or isa or kernels or fused_dense or rejects"
+echo "== ORT tests of the ops (every ISA path, float32 and quantized)"
+unset WAVEOPT_ISA
+"$PY" -m pytest -q tests/test_native_kernels.py tests/test_native_op.py tests/test_native_quant.py \
+    -k "avx512 or bitwise or bit_identical or dispatch or isa or kernels or fused_dense or rejects or quant"
 
 echo "== benchmark"
 "$BUILD/waveopt_kernel_test" bench avx512 200
+"$BUILD/waveopt_kernel_test" qgemm
 "$BUILD/waveopt_kernel_test" bandwidth 1 3 12 16
 "$PY" scripts/gemv_bench.py --repeats 7
 echo "== avx512 check passed"
