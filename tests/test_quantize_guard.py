@@ -89,6 +89,21 @@ def test_guard_refuses_a_badly_calibrated_model(optimized, tmp_path):
     assert bad.logit_snr_db < DEFAULT_MIN_SNR_DB, bad.lines()
 
 
+def test_optimize_refuses_a_badly_calibrated_model(capsys, exports, tmp_path, monkeypatch):
+    """The CLI end to end with a calibration that clips (ranges 100x too small): refused at
+    the default --min-snr, nothing written."""
+    import waveopt.quantizing as quantizing
+
+    real = quantizing.calibrate_ranges
+    monkeypatch.setattr(quantizing, "calibrate_ranges", lambda *a, **k: [r / 100 for r in real(*a, **k)])
+    source = tmp_path / "raw.onnx"
+    source.write_bytes(exports("raw").SerializeToString())
+    out = tmp_path / "bad.onnx"
+    code, _, err = cli(capsys, "optimize", source, "-o", out, "--target", "native", "--quant", "int8")
+    assert_one_line_error(code, err, "not written", f"under --min-snr {DEFAULT_MIN_SNR_DB:g} dB")
+    assert not out.exists()
+
+
 def test_optimize_refuses_under_min_snr_unless_forced(capsys, exports, tmp_path):
     source = tmp_path / "raw.onnx"
     source.write_bytes(exports("raw").SerializeToString())
