@@ -7,7 +7,7 @@ The shared library ``libwaveopt_ops.so`` registers the domain ``waveopt.ops`` (v
 - ``WaveoptInfo``: no inputs, a JSON string saying which kernels this process runs and why.
 
 The kernels (scalar reference, AVX2+FMA, AVX-512) are chosen once per process, when the
-library is first registered: the best the CPU has, or ``WAVEOPT_ISA=scalar|avx2|avx512``
+library is first registered: the best the CPU has, or ``WAVEOPT_ISA=scalar|avx2|avx512|avx512vnni``
 (asking for more than the CPU has makes registration fail). ::
 
     from waveopt import ops

@@ -45,6 +45,6 @@ def info_command(
     typer.echo(f"library:      {data['library_path']}")
     typer.echo(f"onnxruntime:  {data['ort_version']} (ops use ORT API {data['ort_api']})")
     typer.echo(f"kernels:      {data['isa']} ({data['reason']})")
-    typer.echo(f"requested:    {data['requested']} (set WAVEOPT_ISA=scalar|avx2|avx512 to force)")
+    typer.echo(f"requested:    {data['requested']} (set WAVEOPT_ISA=scalar|avx2|avx512|avx512vnni to force)")
     typer.echo(f"cpu:          {cpu}")
     typer.echo(f"ops:          {', '.join(data['ops'])} (domain {ops.DOMAIN})")
