@@ -142,6 +142,7 @@ def test_calibration_with_user_mel_files(capsys, exports, tmp_path):
     (["--quant", "int16"], "--quant int16 needs --target native"),
     (["--quant", "int8", "--min-snr", "nan"], "--min-snr must be a finite number"),
     (["--quant", "int8", "--calibrate", "missing.npy"], "no such mel file"),
+    (["--passes", "simplify,quantize"], "runs through --quant"),
 ])
 def test_quant_bad_input(capsys, exports, tmp_path, args, needle):
     source = tmp_path / "raw.onnx"

@@ -51,6 +51,9 @@ def optimize_file(model_path: Path, output: Path, *, passes=None, skip=(), prese
     calibration = _calibration_mels(original, calibrate) if bits else None
     inputs = check_inputs_for(original, frames=check_frames) if (check or check_each) else None
     names = resolve_passes(passes, skip, preset)
+    if "quantize" in names:
+        raise WaveoptError("the quantize pass runs through --quant int8|int16 (it is calibrated and checked "
+                           "there); leave it out of --passes")
     if pad == 0:
         names = [n for n in names if n != "pad_dims"]
     options = {"pad_dims": {"multiple": pad}} if "pad_dims" in names else {}
