@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from waveopt.graph import prune_graph
 from waveopt.runtime import session
 
 MOL_MIXTURES = 10
@@ -117,28 +118,5 @@ def run_lowered(model: onnx.ModelProto, feed: dict) -> dict:
 
 def _prune(model: onnx.ModelProto) -> onnx.ModelProto:
     """Drop nodes no output needs and inputs nothing reads."""
-    needed = {o.name for o in model.graph.output}
-    keep = []
-    for node in reversed(model.graph.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(node.input)
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    needed.update(_graph_inputs(attr.g))
-    del model.graph.node[:]
-    model.graph.node.extend(reversed(keep))
-    inputs = [i for i in model.graph.input if i.name in needed]
-    del model.graph.input[:]
-    model.graph.input.extend(inputs)
+    prune_graph(model.graph)
     return model
-
-
-def _graph_inputs(graph):
-    names = set()
-    for node in graph.node:
-        names.update(node.input)
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                names.update(_graph_inputs(attr.g))
-    return names

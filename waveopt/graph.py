@@ -19,6 +19,7 @@ __all__ = [
     "iter_nodes",
     "load_model",
     "loop_nodes",
+    "prune_graph",
     "save_model",
     "to_ir",
     "to_proto",
@@ -141,3 +142,32 @@ def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
             yield attr.as_graph()
         elif attr.type == ir.AttributeType.GRAPHS:
             yield from attr.as_graphs()
+
+
+def prune_graph(graph: onnx.GraphProto) -> None:
+    """Drop, in place, the nodes, inputs and initializers ``graph``'s outputs do not need
+    (a node's subgraphs count as reading every name used inside them)."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(node.input)
+            needed.update(_names_read_inside(node))
+    for field, items in ((graph.node, list(reversed(keep))),
+                         (graph.input, [i for i in graph.input if i.name in needed]),
+                         (graph.initializer, [t for t in graph.initializer if t.name in needed])):
+        del field[:]
+        field.extend(items)
+
+
+def _names_read_inside(node: onnx.NodeProto) -> set[str]:
+    """Every name a node's subgraphs read (a superset of what they take from outside)."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            for inner in sub.node:
+                names.update(inner.input)
+                names.update(_names_read_inside(inner))
+            names.update(o.name for o in sub.output)
+    return names

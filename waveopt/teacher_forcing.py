@@ -22,6 +22,7 @@ import onnx_ir as ir
 from onnx import TensorProto, helper
 
 from .errors import WaveoptError
+from .graph import prune_graph
 
 __all__ = ["PREV_SAMPLES", "teacher_forced_variant"]
 
@@ -47,7 +48,7 @@ def teacher_forced_variant(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, None))
     _drop_value_info(graph, logits)
-    _prune(graph)
+    prune_graph(graph)
     for prop in out.metadata_props:
         if prop.key == "waveopt.form":
             prop.value = "teacher_forced"
@@ -109,37 +110,11 @@ def _rewire_loop(loop: onnx.NodeProto, sample_input: ir.Value, logits: ir.Value)
     return LOGITS
 
 
-def _prune(graph: onnx.GraphProto) -> None:
-    """Drop the nodes, inputs and initializers the outputs do not need."""
-    needed = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(node.input)
-            needed.update(_outer_names(node))
-    _replace(graph.node, reversed(keep))
-    _replace(graph.input, [i for i in graph.input if i.name in needed])
-    _replace(graph.initializer, [t for t in graph.initializer if t.name in needed])
-
-
 def _replace(field, items) -> None:
     """Set a repeated protobuf field to ``items``."""
     items = list(items)
     del field[:]
     field.extend(items)
-
-
-def _outer_names(node: onnx.NodeProto) -> set[str]:
-    """Every name a node's subgraphs read (a superset of what they take from outside)."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-            for inner in sub.node:
-                names.update(inner.input)
-                names.update(_outer_names(inner))
-            names.update(o.name for o in sub.output)
-    return names
 
 
 def _drop_value_info(graph: onnx.GraphProto, name: str) -> None:
