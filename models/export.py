@@ -96,7 +96,7 @@ def export_wavernn(
     for value in main.outputs:
         value.shape = None  # let ORT/onnx infer; declared below
     _declare_outputs(main, teacher_forced, fold, model.n_classes)
-    ir_model = ir.Model(main, ir_version=10, producer_name="waveopt")
+    ir_model = ir.Model(main, ir_version=onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", OPSET)]), producer_name="waveopt")
     ir_model.metadata_props.update(_metadata(model, teacher_forced, fold))
     proto = ir.serde.serialize_model(ir_model)
     onnx.checker.check_model(proto, full_check=True)

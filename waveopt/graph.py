@@ -19,6 +19,7 @@ __all__ = [
     "iter_nodes",
     "load_model",
     "loop_nodes",
+    "lowest_ir_version",
     "prune_graph",
     "save_model",
     "to_ir",
@@ -68,8 +69,49 @@ def _one_line(e: BaseException) -> str:
 
 
 def save_model(model: AnyModel, path: str | os.PathLike[str]) -> None:
-    """Write a model atomically (see :func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, to_proto(model).SerializeToString())
+    """Write a model atomically (see :func:`atomic_write_bytes`) at :func:`lowest_ir_version`.
+
+    The caller's model is left as it was (its ``ir_version`` is set only while serialising).
+    """
+    proto = to_proto(model)
+    written_as = proto.ir_version
+    proto.ir_version = lowest_ir_version(proto)
+    try:
+        data = proto.SerializeToString()
+    finally:
+        proto.ir_version = written_as
+    atomic_write_bytes(path, data)
+
+
+# Element types up to BFLOAT16 exist since IR 6; FLOAT8* (IR 9) and every later type need newer IRs.
+_NEWEST_OLD_TYPE = onnx.TensorProto.BFLOAT16
+
+
+def lowest_ir_version(model: onnx.ModelProto) -> int:
+    """The lowest IR version that can carry ``model``, never above its own ``ir_version``.
+
+    Older runtimes refuse newer IRs (ORT 1.17 reads IR <= 9) although a model at opset 18 needs
+    only IR 8: the opsets decide (``onnx.helper.find_min_ir_version_for``; custom domains do not
+    count). Models with local functions or element types newer than BFLOAT16 keep their version.
+    """
+    if model.functions or _uses_newer_types(model.graph):
+        return model.ir_version
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    return min(model.ir_version, needed)
+
+
+def _uses_newer_types(graph: onnx.GraphProto) -> bool:
+    types = [t.data_type for t in graph.initializer]
+    types += [t.values.data_type for t in graph.sparse_initializer]
+    types += [v.type.tensor_type.elem_type for v in (*graph.input, *graph.output, *graph.value_info)]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and attr.type == onnx.AttributeProto.INT:
+                types.append(attr.i)
+            types += [t.data_type for t in (attr.t, *attr.tensors)]
+            if any(_uses_newer_types(g) for g in (attr.g, *attr.graphs)):
+                return True
+    return any(t > _NEWEST_OLD_TYPE for t in types)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
