@@ -1,18 +1,48 @@
-"""The pass registry: every pass module in this package, by name, and the presets.
+"""The pass registry: every pass by name, the presets, and the analyses the core uses.
 
-Each module ``passes/<name>.py`` defines one :class:`WaveoptPass` subclass (named in its
-``__all__``); it is registered under its ``name`` when this package is imported.
+Each module ``passes/<name>.py`` defines one :class:`WaveoptPass` subclass; it is
+imported and registered here, by hand, so that grep follows every name.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from waveopt.errors import WaveoptError
+from waveopt.passes._analysis.errors import NotRecognised
+from waveopt.passes._analysis.recurrence import match_wavernn_loop
+from waveopt.passes._analysis.sampler import reference_sample
+from waveopt.passes._quant_ops import ort_loop_body_op_types
 from waveopt.passes.base import WaveoptPass
+from waveopt.passes.fold_linear import FoldLinearPass
+from waveopt.passes.fuse_concat_matmul_relu import FuseConcatMatMulReluPass
+from waveopt.passes.hoist_aux_projections import HoistAuxProjectionsPass
+from waveopt.passes.lower_gru import LowerGruPass
+from waveopt.passes.lower_native import LowerNativePass
+from waveopt.passes.pad_dims import PadDimsPass
+from waveopt.passes.quantize import QuantizePass
+from waveopt.passes.simplify import SimplifyPass
+from waveopt.passes.split_concat_matmul import SplitConcatMatMulPass
 
-__all__ = ["LOOP_PASSES", "PASSES", "PRESETS", "WaveoptPass", "get_pass", "register"]
+__all__ = [
+    "LOOP_PASSES",
+    "PASSES",
+    "PRESETS",
+    "FoldLinearPass",
+    "FuseConcatMatMulReluPass",
+    "HoistAuxProjectionsPass",
+    "LowerGruPass",
+    "LowerNativePass",
+    "NotRecognised",
+    "PadDimsPass",
+    "QuantizePass",
+    "SimplifyPass",
+    "SplitConcatMatMulPass",
+    "WaveoptPass",
+    "get_pass",
+    "match_wavernn_loop",
+    "ort_loop_body_op_types",
+    "reference_sample",
+    "register",
+]
 
 PASSES: dict[str, type[WaveoptPass]] = {}
 
@@ -50,18 +80,6 @@ def get_pass(name: str) -> type[WaveoptPass]:
         raise WaveoptError(f"unknown pass {name!r} (known passes: {known})") from None
 
 
-def _discover() -> None:
-    """Import every pass module here and register the pass classes it exports."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_") or info.name == "base":
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for attr in getattr(module, "__all__", ()):
-            obj = getattr(module, attr)
-            if isinstance(obj, type) and issubclass(obj, WaveoptPass) and obj.name:
-                register(obj)
-                globals()[attr] = obj
-                __all__.append(attr)
-
-
-_discover()
+for _cls in (FoldLinearPass, FuseConcatMatMulReluPass, HoistAuxProjectionsPass, LowerGruPass, LowerNativePass,
+             PadDimsPass, QuantizePass, SimplifyPass, SplitConcatMatMulPass):
+    register(_cls)

@@ -1,6 +1,6 @@
 """Helpers of the quantize pass: per-column weight quantization, and what ONNX Runtime runs.
 
-Private (the registry skips modules whose name starts with ``_``).
+Private to ``waveopt.passes`` (the core reaches ``ort_loop_body_op_types`` through it).
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import tempfile
 
 import numpy as np
 import onnx
+import onnxruntime as ort
+
+from waveopt.runtime import session
 
 __all__ = ["ort_loop_body_op_types", "quantize_columns"]
 
@@ -40,20 +43,18 @@ def ort_loop_body_op_types(model: onnx.ModelProto, level: str = "all") -> collec
     ORT_ENABLE_ALL (layout-specific rewrites are not serializable) it falls back to
     ORT_ENABLE_EXTENDED, where the quantization fusions live.
     """
-    import onnxruntime as ort
-
     levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
     order = ["all", "extended"] if level == "all" else [level]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "optimized.onnx")
         for i, name in enumerate(order):
-            options = ort.SessionOptions()
-            options.graph_optimization_level = levels[name]
-            options.optimized_model_filepath = path
-            options.log_severity_level = 3
+            def save_optimized(options: ort.SessionOptions, name: str = name) -> None:
+                options.graph_optimization_level = levels[name]
+                options.optimized_model_filepath = path
+
             try:
-                ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                session(model, threads=1, configure=save_optimized)
                 break
             except Exception:
                 if i == len(order) - 1:

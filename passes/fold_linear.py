@@ -27,7 +27,7 @@ import hashlib
 import numpy as np
 import onnx_ir as ir
 
-from waveopt.passes._util import (
+from waveopt.passes._ir import (
     Builder,
     ShapeInfo,
     const_array,
@@ -39,7 +39,7 @@ from waveopt.passes._util import (
     set_shape,
 )
 from waveopt.passes.base import WaveoptPass
-from waveopt.passes.hoist_aux_projections import INVARIANT, LoopScope, Rows, model_opset
+from waveopt.passes._analysis.loop_scope import INVARIANT, LoopScope, Rows, model_opset
 
 __all__ = ["FoldLinearPass"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from waveopt.passes._util import Builder, ShapeInfo, const_array, is_onnx_op, set_shape
+from waveopt.passes._ir import Builder, ShapeInfo, const_array, is_onnx_op, set_shape
 from waveopt.passes.base import WaveoptPass
 
 __all__ = ["FuseConcatMatMulReluPass"]

@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from waveopt.passes._ir_helpers import (
-    Emitter, Names, const_array, const_ints, is_default_domain, remove_if_dead, replace_value,
+from waveopt.passes._ir import (
+    Emitter, Names, const_array, int_list, is_default_domain, remove_if_dead, replace_value,
 )
 from waveopt.passes.base import WaveoptPass
 
@@ -136,7 +136,7 @@ def _unit_axis_source(value: ir.Value | None, axis: int, rank: int):
         return None
     node = value.producer()
     if node is not None and node.op_type == "Unsqueeze" and is_default_domain(node):
-        axes = const_ints(_input(node, 1))
+        axes = int_list(_input(node, 1))
         if axes is not None and [a % rank for a in axes] == [axis]:
             return node.inputs[0], True
     shape = value.shape
@@ -218,7 +218,7 @@ def _lower(node: ir.Node, plan: _Plan, root: ir.Graph, names: Names) -> None:
         old = node.outputs[index]
         for user, _ in list(old.uses()):
             is_squeeze = user.op_type == "Squeeze" and is_default_domain(user)
-            squeezed = const_ints(_input(user, 1)) if is_squeeze else None
+            squeezed = int_list(_input(user, 1)) if is_squeeze else None
             if squeezed is not None and sorted(a % rank for a in squeezed) == axes:
                 replace_value(user.outputs[0], h_new, names)
                 bypassed.append(user.outputs[0])

@@ -12,7 +12,7 @@ After::
     samples = waveopt.ops::WaveRNNLoop(gi1, gi2, f1, f2, u1, u2, u3, W_hh1, b_hh1, W_x2,
                                        W_hh2, b_hh2, W_fc1, W_fc2, W_fc3, b_fc3, noise)
 
-The Loop is recognised by structure and algebra (``_wavernn_recurrence``): two GRU cells
+The Loop is recognised by structure and algebra (``_analysis/recurrence.py``): two GRU cells
 whose update is ``(1-z)·n + z·h``, dense layers and logits that are linear in the cell
 outputs, and a sampler checked numerically against WaveRNN's RAW / MOL sampler. The op's
 matrices are the linear forms' matrices (products folded in float64), so the result is
@@ -27,18 +27,15 @@ outside) or there is nothing of either pattern.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
+from waveopt.graph import infer_shapes
+from waveopt.passes._analysis.linear_forms import LinearForm
+from waveopt.passes._analysis.recurrence import NotRecognised, Recurrence, match_wavernn_loop
+from waveopt.passes._ir import DOMAIN, MODULE_KEY, constant_float64
 from waveopt.passes.base import WaveoptPass
 
-from ._linear_forms import LinearForm
-from ._wavernn_recurrence import NotRecognised, Recurrence, match_wavernn_loop
-
-__all__ = ["LowerNativePass", "OPS_DOMAIN"]
-
-OPS_DOMAIN = "waveopt.ops"
-MODULE_KEY = "waveopt.module"
+__all__ = ["LowerNativePass"]
 
 
 class LowerNativePass(WaveoptPass):
@@ -64,9 +61,9 @@ class LowerNativePass(WaveoptPass):
         if not lowered and not dense:
             return self.result(model, note="; ".join(reasons) or "no WaveRNN Loop or concat-matmul")
         ir.passes.common.RemoveUnusedNodesPass()(work)
-        work.opset_imports[OPS_DOMAIN] = 1
+        work.opset_imports[DOMAIN] = 1
         _move_graph(work, model)
-        done = [f"lowered {lowered} WaveRNN Loop(s) to {OPS_DOMAIN}::WaveRNNLoop" if lowered else "",
+        done = [f"lowered {lowered} WaveRNN Loop(s) to {DOMAIN}::WaveRNNLoop" if lowered else "",
                 f"{dense} concat-matmul(-activation) to FusedDense" if dense else ""]
         return self.result(model, ", ".join(d for d in done if d), note="; ".join(reasons))
 
@@ -74,11 +71,7 @@ class LowerNativePass(WaveoptPass):
 def _with_shapes(model: ir.Model) -> ir.Model:
     """A copy of the model with ONNX shape inference applied (Loop bodies included)."""
     proto = ir.serde.serialize_model(model)
-    try:
-        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception:  # shape inference is a help, not a requirement
-        pass
-    return ir.serde.deserialize_model(proto)
+    return ir.serde.deserialize_model(infer_shapes(proto) or proto)
 
 
 def _move_graph(src: ir.Model, dst: ir.Model) -> None:
@@ -148,7 +141,7 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
         const = b.const(form.const, "bias")
         if parts:
             return b.node("FusedDense", [*parts, b.const(np.concatenate(blocks, axis=0), "W"), const], module,
-                          domain=OPS_DOMAIN, activation="none")[0]
+                          domain=DOMAIN, activation="none")[0]
         shape = b.node("Shape", [time_rows()], module, start=0, end=2)[0]
         width = b.const(np.array([form.width]), "width", np.int64)
         full = b.node("Concat", [shape, width], module, axis=0)[0]
@@ -190,7 +183,7 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
         b.const(f["logits"].const, "b_fc3"),
         driver(),
     ]
-    (out,) = b.node("WaveRNNLoop", inputs, "loop", domain=OPS_DOMAIN,
+    (out,) = b.node("WaveRNNLoop", inputs, "loop", domain=DOMAIN,
                     mode=rec.mode, teacher_forced=int(rec.teacher_forced))
     old = rec.loop.outputs[rec.output_index]
     out.type = ir.TensorType(ir.DataType.FLOAT)
@@ -237,7 +230,7 @@ def _lower_dense(graph: ir.Graph) -> int:
         b = _Builder(node.graph, node, "fused_dense", first=names_used)  # names unique across graphs
         module = node.metadata_props.get(MODULE_KEY, "dense")
         (out,) = b.node("FusedDense", [*parts, b.const(weight, "W"), b.const(bias, "b")], module,
-                        domain=OPS_DOMAIN, activation=activation)
+                        domain=DOMAIN, activation=activation)
         old = last.outputs[0]
         out.type, out.shape = old.type, old.shape
         name = old.name
@@ -259,9 +252,7 @@ def _match_dense(node: ir.Node):
     rank = len(node.inputs[0].shape)
     if concat.attributes["axis"].value not in (-1, rank - 1) or (node.op_type == "Gemm" and rank != 2):
         return None
-    from ._linear_forms import constant_array
-
-    weight = constant_array(node.inputs[1])
+    weight = constant_float64(node.inputs[1])
     if weight is None or weight.ndim != 2:
         return None
     bias, last = np.zeros(weight.shape[1 if node.op_type == "MatMul" else 0]), node
@@ -273,7 +264,7 @@ def _match_dense(node: ir.Node):
             weight = weight.T
         bias = np.zeros(weight.shape[1])
         if len(node.inputs) > 2 and node.inputs[2] is not None:
-            c = constant_array(node.inputs[2])
+            c = constant_float64(node.inputs[2])
             if c is None or c.size != weight.shape[1]:
                 return None
             bias = c.reshape(-1)
@@ -282,7 +273,7 @@ def _match_dense(node: ir.Node):
         if len(consumers) == 1 and consumers[0].op_type == "Add" and not node.outputs[0].is_graph_output():
             add = consumers[0]
             other = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
-            c = constant_array(other)
+            c = constant_float64(other)
             if c is not None and c.size == weight.shape[1]:
                 bias, last = c.reshape(-1), add
     activation = "none"

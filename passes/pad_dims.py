@@ -29,8 +29,8 @@ import numpy as np
 import onnx_ir as ir
 
 from waveopt.graph import loop_nodes
-from waveopt.passes._ir_helpers import Emitter, Names, add_initializer, const_array, remove_if_dead
-from waveopt.passes._loop_features import LoopFeatures, shape_hints
+from waveopt.passes._ir import Emitter, Names, add_initializer, const_array, remove_if_dead
+from waveopt.passes._analysis.loop_features import LoopFeatures, shape_hints
 from waveopt.passes.base import WaveoptPass
 
 __all__ = ["PadDimsPass"]
@@ -44,7 +44,7 @@ class PadDimsPass(WaveoptPass):
 
     The body's feature axes are cut into segments (a Split's parts, a Concat's inputs);
     segments tied together by elementwise ops, Gather, Split/Slice/Concat or the carried
-    state form one width group (see ``_loop_features``). Then:
+    state form one width group (see ``_analysis/loop_features.py``). Then:
 
     1. A group is padded up to a multiple of ``multiple`` when it holds the output (N)
        of a MatMul/Gemm by a constant weight: hidden units, each GRU gate block on its

@@ -33,14 +33,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx_ir as ir
-from waveopt.passes._ir_helpers import remove_if_dead
+
+from waveopt.passes._ir import DOMAIN, Builder, const_array, is_onnx_op, loop_bodies, remove_if_dead
 from waveopt.passes._quant_ops import quantize_columns
-from waveopt.passes._util import Builder, const_array, is_onnx_op, loop_bodies
 from waveopt.passes.base import WaveoptPass
 
 __all__ = ["QuantizePass"]
 
-OPS_DOMAIN = "waveopt.ops"
 WEIGHT_QMAX = 63  # 7-bit weights: see the class docstring
 QUANT_OPS = ("WaveRNNLoop", "FusedDense")
 
@@ -85,7 +84,7 @@ class QuantizePass(WaveoptPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         quant = f"int{self.bits}"
         native = [n for n in ir.traversal.RecursiveGraphIterator(model.graph)
-                  if n.domain == OPS_DOMAIN and n.op_type in QUANT_OPS and "quant" not in n.attributes]
+                  if n.domain == DOMAIN and n.op_type in QUANT_OPS and "quant" not in n.attributes]
         if self.act_ranges is None and any(n.op_type == "WaveRNNLoop" for n in native):
             raise ValueError("quantize: a WaveRNNLoop needs act_ranges (the calibrated peaks of "
                              "relu(fc1) and relu(fc2) outputs)")

@@ -7,7 +7,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnxscript import optimizer
 
-from waveopt.graph import iter_graphs, iter_nodes
+from waveopt.graph import iter_graphs, iter_nodes, iter_proto_graphs
 from waveopt.passes.base import WaveoptPass
 
 __all__ = ["SimplifyPass"]
@@ -104,13 +104,8 @@ def _run_onnxsim(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
 
 
 def _all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _all_nodes(attr.g)
-            for g in attr.graphs:
-                yield from _all_nodes(g)
+    for sub in iter_proto_graphs(graph):
+        yield from sub.node
 
 
 def _node_metadata(graph: onnx.GraphProto) -> dict[str, list]:

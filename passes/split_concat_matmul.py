@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from waveopt.passes._util import (
+from waveopt.passes._ir import (
     Builder,
     ShapeInfo,
     const_array,
@@ -31,7 +31,7 @@ from waveopt.passes._util import (
     set_shape,
 )
 from waveopt.passes.base import WaveoptPass
-from waveopt.passes.hoist_aux_projections import LoopScope, model_opset
+from waveopt.passes._analysis.loop_scope import LoopScope, model_opset
 
 __all__ = ["SplitConcatMatMulPass"]
 

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
 
     import waveopt
     from waveopt.model_info import example_inputs, wavernn_info
-    from waveopt.quantizing import quantize_checked
+    from waveopt.quant.guard import quantize_checked
     from waveopt.runtime import session
 
     speed_rows, accuracy_rows = [], []

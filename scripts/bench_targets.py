@@ -11,7 +11,7 @@ and each thread count, it times the same generation in ONNX Runtime as:
 
 It reports samples/s (medians after a warm-up, variants interleaved call by call), the
 ratio to plain, per-step MACs, achieved GFLOP/s and the weight traffic in GB/s, against
-this machine's limits measured in the same run by waveopt.bandwidth (one core's read rate
+this machine's limits measured in the same run by waveopt.profile.bandwidth (one core's read rate
 at the weights' size, and the FMA peak). Every variant is first checked against plain on
 the same inputs (samples identical or a near-tie first mismatch).
 """
@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 import waveopt
-from waveopt.bandwidth import probe_limits
+from waveopt.profile.bandwidth import probe_limits
 from waveopt.check import compare_models
 from waveopt.model_info import example_inputs, wavernn_info
 from waveopt.runtime import session

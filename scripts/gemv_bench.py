@@ -142,7 +142,7 @@ def bench_loop(repeats: int, frames: int) -> None:
 
     from waveopt.demo_data import demo_mels, uniform_noise
     from waveopt.models import HParams, demo_model, export_wavernn
-    from waveopt.native_reference import hoisted_inputs, loop_model, loop_weights
+    from waveopt.models.native_reference import hoisted_inputs, loop_model, loop_weights
     from waveopt.runtime import session
 
     torch.set_num_threads(1)

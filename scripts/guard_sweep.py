@@ -21,7 +21,7 @@ def main(argv=None) -> int:
 
     import waveopt
     from waveopt.model_info import wavernn_info
-    from waveopt.quantizing import (
+    from waveopt.quant.guard import (
         calibrate_ranges,
         default_calibration_mels,
         quantize_checked,

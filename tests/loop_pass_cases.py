@@ -1,4 +1,4 @@
-"""The models the loop-pass tests run on, the passes in their order, and the checks they share.
+"""The models the loop-pass tests run on, the passes in their order, and the checks they share (the passes' order is ``waveopt.passes.LOOP_PASSES``).
 
 A case is (source, form): our exporter's small models (``raw``, ``mol``, ``odd``,
 ``odd_mol``, free-running, teacher-forced or folded) or the TorchScript-step Loop of
@@ -18,11 +18,8 @@ from foreign_graphs import torchscript_loop_inputs, torchscript_loop_model
 from model_fixtures import get_export
 from waveopt.graph import to_ir
 from waveopt.model_info import example_inputs, wavernn_info
+from waveopt.passes import LOOP_PASSES  # noqa: F401  (the order the tests follow, as registered)
 
-# split -> hoist -> fold -> hoist reaches the fixed point (fold exposes new hoistable sums
-# once; a second fold finds nothing); fuse last, on what remains in the body.
-LOOP_PASSES = ["split_concat_matmul", "hoist_aux_projections", "fold_linear", "hoist_aux_projections",
-               "fuse_concat_matmul_relu"]
 
 # (source, form): form is "free", "tf" (teacher-forced) or "fold" (free-running, folded).
 CASES = [("raw", "free"), ("raw", "tf"), ("mol", "free"), ("mol", "tf"), ("odd", "free"), ("odd_mol", "tf"),

@@ -49,7 +49,7 @@ def wavernn_loop(gi1, gi2, f1, f2, u1, u2, u3, w_hh1, b_hh1, w_x2, w_hh2, b_hh2,
         if teacher_forced:
             out.append(logits)
             continue
-        from waveopt.passes._sampler_check import reference_sample
+        from waveopt.passes import reference_sample
 
         sample = reference_sample(logits.astype(np.float32), driver[t], mode).astype(np.float64)
         out.append(sample)

@@ -1,11 +1,11 @@
-"""The guard's measures (waveopt.accuracy) on inputs whose answer is known."""
+"""The guard's measures (waveopt.quant.accuracy) on inputs whose answer is known."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from waveopt.accuracy import (
+from waveopt.quant.accuracy import (
     class_agreement,
     log_mel,
     log_mel_distance,

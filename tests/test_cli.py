@@ -139,6 +139,14 @@ def test_bad_target_and_pad(capsys, workdir, exported):
     assert_one_line_error(code, err, "--pad")
 
 
+def test_pad_with_native_target_is_refused(capsys, workdir, exported):
+    """The native target runs no pad_dims: --pad there is an error, not silently ignored."""
+    out = workdir / "native.onnx"
+    code, _, err = cli(capsys, "optimize", exported, "-o", out, "--target", "native", "--pad", "32")
+    assert_one_line_error(code, err, "--pad")
+    assert not out.exists()
+
+
 def waveopt_macs(path):
     import waveopt
 

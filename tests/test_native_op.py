@@ -34,7 +34,7 @@ from reference_check import assert_samples_match  # noqa: E402
 
 from waveopt import ops  # noqa: E402
 from waveopt.demo_data import demo_mels, demo_prev_samples, uniform_noise  # noqa: E402
-from waveopt.native_reference import hoisted_inputs, loop_model, loop_weights  # noqa: E402
+from waveopt.models.native_reference import hoisted_inputs, loop_model, loop_weights  # noqa: E402
 
 FREE_STEPS = 2000
 TF_STEPS = 600  # teacher-forced steps compared (the scalar path is slow at B = 16)

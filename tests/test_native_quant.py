@@ -22,9 +22,9 @@ from onnx import helper
 from test_native_op import ISAS, SIMD_ISAS, dense_feeds, dense_model, run_isa
 
 from waveopt import ops
-from waveopt.accuracy import logit_snr_db
+from waveopt.quant.accuracy import logit_snr_db
 from waveopt.demo_data import demo_mels, demo_prev_samples, uniform_noise
-from waveopt.native_reference import hoisted_inputs, loop_model, loop_weights
+from waveopt.models.native_reference import hoisted_inputs, loop_model, loop_weights
 
 STEPS = 800
 SNR_FLOOR = {"int8": 28.0, "int16": 55.0}

@@ -15,12 +15,12 @@ import onnx_ir as ir
 import pytest
 
 from onnx_builders import cnn_model
-from waveopt.bandwidth import MB, probe_limits
+from waveopt.profile.bandwidth import MB, probe_limits
 from cli_helpers import assert_one_line_error, cli
 from waveopt.cli import main
-from waveopt.profile_attribution import UNATTRIBUTED, attribute
-from waveopt.profile_table import fmt_us, format_profile
-from waveopt.profiling import RUN_OVERHEAD, merge_stage_timers, profile_model
+from waveopt.profile.attribution import UNATTRIBUTED, attribute
+from waveopt.profile.table import fmt_us, format_profile
+from waveopt.profile.profiler import RUN_OVERHEAD, merge_stage_timers, profile_model
 from waveopt.report import graph_stats
 
 from model_fixtures import CONFIGS

@@ -16,9 +16,9 @@ ort = pytest.importorskip("onnxruntime")
 import waveopt  # noqa: E402
 from waveopt import ops  # noqa: E402
 from waveopt.cli import main  # noqa: E402
-from waveopt.profile_inputs import profile_inputs  # noqa: E402
-from waveopt.profile_native import ENV, STAGES, fused_loop_nodes, read_stage_lines  # noqa: E402
-from waveopt.profiling import profile_model  # noqa: E402
+from waveopt.profile.inputs import profile_inputs  # noqa: E402
+from waveopt.profile.native import ENV, STAGES, fused_loop_nodes, read_stage_lines  # noqa: E402
+from waveopt.profile.profiler import profile_model  # noqa: E402
 
 from model_fixtures import exports  # noqa: E402,F401
 

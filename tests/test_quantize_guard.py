@@ -15,7 +15,7 @@ from waveopt.demo_data import demo_mels
 from waveopt.errors import WaveoptError
 from waveopt.model_info import wavernn_info
 from waveopt.pipeline import optimize
-from waveopt.quantizing import DEFAULT_MIN_SNR_DB, calibrate_ranges, quantize_checked
+from waveopt.quant.guard import DEFAULT_MIN_SNR_DB, calibrate_ranges, quantize_checked
 
 # Floors with margin under what these small models measure (see the README's table for the
 # fatchord-size demo model): int16 is near float32, int8 keeps the argmax class (RAW) and
@@ -92,7 +92,7 @@ def test_guard_refuses_a_badly_calibrated_model(optimized, tmp_path):
 def test_optimize_refuses_a_badly_calibrated_model(capsys, exports, tmp_path, monkeypatch):
     """The CLI end to end with a calibration that clips (ranges 100x too small): refused at
     the default --min-snr, nothing written."""
-    import waveopt.quantizing as quantizing
+    import waveopt.quant.guard as quantizing
 
     real = quantizing.calibrate_ranges
     monkeypatch.setattr(quantizing, "calibrate_ranges", lambda *a, **k: [r / 100 for r in real(*a, **k)])

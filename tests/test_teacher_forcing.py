@@ -14,7 +14,7 @@ from waveopt.check import cpu_session
 from waveopt.errors import WaveoptError
 from waveopt.model_info import example_inputs
 from waveopt.pipeline import optimize
-from waveopt.teacher_forcing import teacher_forced_variant
+from waveopt.quant.teacher_forcing import teacher_forced_variant
 
 
 def _run_twin(twin, feed):

@@ -9,13 +9,13 @@ Library use::
     int8, accuracy, _ = waveopt.quantize(result.model, 8)   # calibrated and measured
 """
 
-from .check import CheckFailed, compare_models
-from .errors import WaveoptError
-from .graph import load_model, save_model
-from .pipeline import OptimizeResult, PassReport, optimize
-from .quantizing import quantize_checked as quantize
-from .report import graph_stats
-from .runtime import session
+from waveopt.check import CheckFailed, compare_models
+from waveopt.errors import WaveoptError
+from waveopt.graph import load_model, save_model
+from waveopt.pipeline import OptimizeResult, PassReport, optimize
+from waveopt.quant import quantize_checked as quantize
+from waveopt.report import graph_stats
+from waveopt.runtime import session
 
 __all__ = [
     "optimize",

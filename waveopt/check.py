@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from waveopt.errors import WaveoptError
 from waveopt.graph import AnyModel, to_proto
+from waveopt.runtime import session
 
 __all__ = [
     "CheckFailed",
@@ -85,19 +86,9 @@ class CheckResult:
 
 
 def cpu_session(model: onnx.ModelProto) -> ort.InferenceSession:
-    """A single-threaded onnxruntime CPU session, so runs are reproducible; a model using
-    waveopt's native ops gets the op library registered."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if any(o.domain == "waveopt.ops" for o in model.opset_import):
-        from waveopt import ops
-
-        ops.register(options)
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    """A single-threaded onnxruntime CPU session, so runs are reproducible (the native op
+    library registered for a model that uses it)."""
+    return session(model, threads=1)
 
 
 def compare_models(

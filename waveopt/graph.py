@@ -15,8 +15,11 @@ from waveopt.errors import WaveoptError
 __all__ = [
     "atomic_write_bytes",
     "subgraphs",
+    "infer_shapes",
     "iter_graphs",
     "iter_nodes",
+    "iter_proto_graphs",
+    "proto_subgraphs",
     "load_model",
     "loop_nodes",
     "lowest_ir_version",
@@ -206,10 +209,35 @@ def prune_graph(graph: onnx.GraphProto) -> None:
 def _names_read_inside(node: onnx.NodeProto) -> set[str]:
     """Every name a node's subgraphs read (a superset of what they take from outside)."""
     names: set[str] = set()
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-            for inner in sub.node:
-                names.update(inner.input)
-                names.update(_names_read_inside(inner))
-            names.update(o.name for o in sub.output)
+    for sub in proto_subgraphs(node):
+        for inner in sub.node:
+            names.update(inner.input)
+            names.update(_names_read_inside(inner))
+        names.update(o.name for o in sub.output)
     return names
+
+
+def proto_subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    """The graphs held by a NodeProto's attributes (Loop/Scan body, If branches)."""
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            yield attr.g
+        yield from attr.graphs
+
+
+def iter_proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph nested in it, outermost first (the protobuf twin of
+    :func:`iter_graphs`)."""
+    yield graph
+    for node in graph.node:
+        for sub in proto_subgraphs(node):
+            yield from iter_proto_graphs(sub)
+
+
+def infer_shapes(model: onnx.ModelProto, data_prop: bool = True) -> onnx.ModelProto | None:
+    """A copy of ``model`` with ONNX shape inference applied, or None when inference fails
+    (shapes are a help to every caller, never a requirement)."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=data_prop)
+    except Exception:
+        return None

@@ -19,89 +19,27 @@ library is first registered: the best the CPU has, or ``WAVEOPT_ISA=scalar|avx2|
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-from .errors import WaveoptError
+import onnxruntime as ort
+from onnx import TensorProto, helper
 
-__all__ = ["DOMAIN", "library_path", "build", "built", "info", "session_options", "register", "info_model"]
+from waveopt.errors import WaveoptError
+from waveopt.native_library import ENV_LIBRARY, LIBRARY_NAME, DOMAIN, build, built, library_path, register, require_library
+from waveopt.runtime import native_session_options, session
 
-DOMAIN = "waveopt.ops"
-LIBRARY_NAME = "libwaveopt_ops.so"
-ENV_LIBRARY = "WAVEOPT_OPS_LIBRARY"
-
-SOURCE_DIR = Path(__file__).resolve().parent.parent / "custom_ops"
-BUILD_DIR = SOURCE_DIR / "build" / "release"
+__all__ = ["DOMAIN", "ENV_LIBRARY", "LIBRARY_NAME", "library_path", "build", "built", "info", "session_options", "register",
+           "info_model"]
 
 
-def library_path() -> Path:
-    """Where the built library is: ``$WAVEOPT_OPS_LIBRARY`` if set, else the Release build dir
-    of the source tree (``custom_ops/build/release/libwaveopt_ops.so``, gitignored)."""
-    override = os.environ.get(ENV_LIBRARY)
-    return Path(override) if override else BUILD_DIR / LIBRARY_NAME
-
-
-def built() -> bool:
-    return library_path().is_file()
-
-
-def build(verbose: bool = False, build_dir: str | os.PathLike | None = None, sanitize: bool = False,
-          jobs: int | None = None) -> Path:
-    """Configure and build the library (CMake, Release, -O3) and return the build directory.
-
-    Incremental: a second call with nothing changed only checks timestamps. ONNX Runtime's
-    headers come from ``$ORT_INCLUDE_DIR`` or are fetched once into ~/.cache/waveopt
-    (custom_ops/fetch_ort_headers.sh). ``sanitize=True`` builds the ASan+UBSan variant into
-    ``custom_ops/build/sanitize`` (for ``waveopt_kernel_test``; not for loading into Python).
-    """
-    if not (SOURCE_DIR / "CMakeLists.txt").is_file():
-        raise WaveoptError(f"no custom_ops/CMakeLists.txt next to the waveopt package ({SOURCE_DIR}); "
-                           "the native ops build from a source checkout")
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise WaveoptError("cmake not found on PATH; install cmake >= 3.18 to build the native ops")
-    out = Path(build_dir) if build_dir else SOURCE_DIR / "build" / ("sanitize" if sanitize else "release")
-    configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DWAVEOPT_SANITIZE={'ON' if sanitize else 'OFF'}"]
-    if os.environ.get("ORT_INCLUDE_DIR"):
-        configure.append(f"-DORT_INCLUDE_DIR={os.environ['ORT_INCLUDE_DIR']}")
-    jobs = jobs or min(4, os.cpu_count() or 1)
-    for cmd in (configure, [cmake, "--build", str(out), "-j", str(jobs)]):
-        result = subprocess.run(cmd, stdout=None if verbose else subprocess.PIPE,
-                                stderr=None if verbose else subprocess.STDOUT, text=True)
-        if result.returncode != 0:
-            tail = "" if verbose else "\n" + "\n".join((result.stdout or "").splitlines()[-30:])
-            raise WaveoptError(f"building the native ops failed: {' '.join(cmd)}{tail}")
-    return out
-
-
-def _require_library() -> Path:
-    path = library_path()
-    if not path.is_file():
-        raise WaveoptError(f"native ops library not built: {path} is missing (run `waveopt ops build`)")
-    return path
-
-
-def register(options):
-    """Register the library with an ``onnxruntime.SessionOptions``; returns the options."""
-    options.register_custom_ops_library(str(_require_library()))
-    return options
-
-
-def session_options(threads: int = 1):
+def session_options(threads: int = 1) -> ort.SessionOptions:
     """waveopt's usual CPU session options (``runtime.session_options``) with the ops registered."""
-    from .runtime import session_options as base_options
-
-    return register(base_options(threads))
+    return native_session_options(threads)
 
 
 def info_model():
     """A one-node model running ``WaveoptInfo`` (output ``info``: a string tensor [1])."""
-    from onnx import TensorProto, helper
-
     node = helper.make_node("WaveoptInfo", [], ["info"], domain=DOMAIN)
     graph = helper.make_graph([node], "waveopt_info", [],
                               [helper.make_tensor_value_info("info", TensorProto.STRING, [1])])
@@ -123,12 +61,9 @@ def info(fresh_process: bool = False) -> dict:
             lines = (result.stderr or result.stdout).strip().splitlines()
             raise WaveoptError(lines[-1] if lines else "asking the native ops for info failed")
         return json.loads(result.stdout.strip().splitlines()[-1])
-    import onnxruntime as ort
-
-    path = _require_library()
+    path = require_library()
     try:
-        options = session_options(1)
-        sess = ort.InferenceSession(info_model().SerializeToString(), options, providers=["CPUExecutionProvider"])
+        sess = session(info_model(), threads=1, native=True)
     except Exception as exc:  # registration errors (WAVEOPT_ISA) surface here
         raise WaveoptError(f"loading {path}: {' '.join(str(exc).split())}") from None
     data = json.loads(str(sess.run(None, {})[0][0]))

@@ -14,7 +14,7 @@ from waveopt.check import CheckFailed, compare_models, random_inputs
 from waveopt.errors import WaveoptError
 from waveopt.passes import PRESETS, WaveoptPass, get_pass
 
-__all__ = ["OptimizeResult", "PassReport", "optimize", "resolve_passes"]
+__all__ = ["OptimizeResult", "PassReport", "optimize", "resolve_passes", "run_passes"]
 
 ModelT = TypeVar("ModelT", onnx.ModelProto, ir.Model)
 
@@ -76,8 +76,20 @@ def optimize(
     ``check_inputs`` (default: :func:`waveopt.check.random_inputs`), and the first
     mismatch raises :class:`CheckFailed` naming the pass.
     """
+    return run_passes(model, resolve_passes(passes, skip, preset), check_each=check_each, check_inputs=check_inputs,
+                      check_options=check_options, pass_options=pass_options)
+
+
+def run_passes(
+    model: ModelT,
+    names: list[str],
+    check_each: bool = False,
+    check_inputs: Mapping[str, np.ndarray] | None = None,
+    check_options: Mapping[str, Any] | None = None,
+    pass_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> OptimizeResult[ModelT]:
+    """:func:`optimize` for pass names already resolved (:func:`resolve_passes`)."""
     options = dict(pass_options or {})
-    names = resolve_passes(passes, skip, preset)
     unused = set(options) - set(names)
     if unused:
         raise WaveoptError(f"options given for passes that do not run: {', '.join(sorted(unused))}")

@@ -23,10 +23,9 @@ import math
 from collections import Counter
 from collections.abc import Callable
 
-import onnx
 import onnx_ir as ir
 
-from waveopt.graph import AnyModel, iter_graphs, iter_nodes, to_proto
+from waveopt.graph import AnyModel, infer_shapes, iter_graphs, iter_nodes, to_proto
 
 __all__ = ["GraphStats", "LoopInvariance", "counts_macs", "format_comparison", "format_stats", "graph_stats", "node_macs"]
 
@@ -62,10 +61,8 @@ class GraphStats:
 def graph_stats(model: AnyModel, file_size: int | None = None) -> GraphStats:
     """Collect :class:`GraphStats`; ``model`` is not modified."""
     proto = to_proto(model)
-    try:  # shapes make more MAC rules apply; a model that defeats inference still counts
-        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception:
-        pass
+    # shapes make more MAC rules apply; a model that defeats inference still counts
+    proto = infer_shapes(proto) or proto
     graph = ir.serde.deserialize_model(proto).graph
 
     outside: Counter[str] = Counter()

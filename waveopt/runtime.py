@@ -1,4 +1,8 @@
-"""ONNX Runtime sessions and timing, the way every waveopt command runs a model."""
+"""ONNX Runtime sessions and timing, the way every waveopt command runs a model.
+
+The one place that creates ``onnxruntime.InferenceSession``s: checks, profiles, the
+sampler and quantization probes all come here.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,11 @@ from typing import Callable
 import onnx
 import onnxruntime as ort
 
-__all__ = ["session", "session_options", "time_calls", "Timing", "uses_native_ops"]
+from waveopt.native_library import DOMAIN, register
+
+__all__ = ["session", "session_options", "native_session_options", "time_calls", "Timing", "uses_native_ops"]
+
+Model = str | os.PathLike | bytes | onnx.ModelProto
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -26,26 +34,47 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     return options
 
 
-def session(model: str | os.PathLike | onnx.ModelProto, threads: int = 1,
-            options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    """An InferenceSession on the CPU for a model path or ModelProto.
+def native_session_options(threads: int = 1) -> ort.SessionOptions:
+    """:func:`session_options` with waveopt's native op library registered."""
+    return register(session_options(threads))
 
-    A model that uses waveopt's native ops gets the op library registered.
+
+def session(model: Model, threads: int = 1, options: ort.SessionOptions | None = None, *,
+            native: bool | None = None,
+            configure: Callable[[ort.SessionOptions], None] | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the CPU for a model path, serialized bytes or ModelProto.
+
+    Without ``options``, :func:`session_options` (``threads``); the native op library is
+    registered when ``native`` says so, or (``native=None``) when the model imports its
+    domain. ``configure`` adjusts the options last (profiling, optimization level, ...).
     """
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(os.fspath(model), load_external_data=False)
     if options is None:
         options = session_options(threads)
-        if uses_native_ops(proto):
-            from . import ops
-
-            ops.register(options)
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
+        if native is None:
+            native = uses_native_ops(_header(model))
+        if native:
+            register(options)
+    if configure is not None:
+        configure(options)
+    if isinstance(model, onnx.ModelProto):
+        source = model.SerializeToString()
+    else:
+        source = model if isinstance(model, bytes) else os.fspath(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _header(model: Model) -> onnx.ModelProto:
+    """The model without external data (enough to read its opset imports)."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, bytes):
+        return onnx.load_from_string(model)
+    return onnx.load(os.fspath(model), load_external_data=False)
 
 
 def uses_native_ops(model: onnx.ModelProto) -> bool:
     """Whether the model imports the waveopt.ops domain (WaveRNNLoop, FusedDense)."""
-    return any(o.domain == "waveopt.ops" for o in model.opset_import)
+    return any(o.domain == DOMAIN for o in model.opset_import)
 
 
 class Timing:

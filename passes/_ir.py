@@ -1,0 +1,500 @@
+"""The one helper layer of the passes: constants, static shapes, fresh names, node
+building, dead-code removal, the subgraph walk and the native ops' domain.
+
+Private to ``waveopt.passes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from waveopt.graph import infer_shapes, iter_graphs, iter_proto_graphs
+from waveopt.ops import DOMAIN
+
+__all__ = [
+    "DOMAIN",
+    "MODULE_KEY",
+    "Emitter",
+    "Names",
+    "add_initializer",
+    "constant_float64",
+    "is_default_domain",
+    "remove_if_dead",
+    "replace_value",
+    "Builder",
+    "ShapeInfo",
+    "const_array",
+    "is_onnx_op",
+    "loop_bodies",
+    "remove_dead",
+    "remove_unused_initializers",
+    "dims_with",
+    "set_shape",
+    "int_list",
+]
+
+MODULE_KEY = "waveopt.module"
+
+
+def is_onnx_op(node: ir.Node, *op_types: str) -> bool:
+    return is_default_domain(node) and node.op_type in op_types
+
+
+def loop_bodies(graph: ir.Graph) -> Iterator[tuple[ir.Node, ir.Graph]]:
+    """(Loop node, its body) for every Loop, outermost first, nested ones included."""
+    for node in list(ir.traversal.RecursiveGraphIterator(graph)):
+        if is_onnx_op(node, "Loop") and "body" in node.attributes:
+            yield node, node.attributes["body"].as_graph()
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value as a numpy array when it is a constant (initializer or Constant node).
+
+    The one rule of every pass: an initializer that is also a graph input can be
+    overridden at run time, so it is not constant.
+    """
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return None if value.is_graph_input() else value.const_value.numpy()
+    node = value.producer()
+    if node is None or not is_onnx_op(node, "Constant"):
+        return None
+    attr = node.attributes.get("value")
+    if attr is not None:
+        if attr.is_ref() or attr.type != ir.AttributeType.TENSOR:
+            return None
+        return attr.as_tensor().numpy()
+    for key, dtype in _SCALAR_CONSTANTS.items():
+        if key in node.attributes and not node.attributes[key].is_ref():
+            return np.asarray(node.attributes[key].value, dtype=dtype)
+    return None
+
+
+_SCALAR_CONSTANTS = {"value_float": np.float32, "value_floats": np.float32,
+                     "value_int": np.int64, "value_ints": np.int64}
+
+
+def constant_float64(value: ir.Value | None) -> np.ndarray | None:
+    """``const_array`` in float64 (the linear-form algebra's precision), else None."""
+    array = const_array(value)
+    return None if array is None else np.asarray(array, dtype=np.float64)
+
+
+def is_default_domain(node: ir.Node) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def int_list(value: ir.Value | None) -> list[int] | None:
+    array = const_array(value)
+    if array is None or array.dtype.kind not in "iu":
+        return None
+    return [int(v) for v in array.reshape(-1)]
+
+
+class ShapeInfo:
+    """Static dims of values: their own shape annotation, else ONNX shape inference, else
+    a few local rules (ONNX inference gives up inside Loop bodies whose ops read axes or
+    shapes from outer-scope initializers).
+
+    Inference runs once, lazily, on a serialized copy; the model itself is not touched.
+    """
+
+    def __init__(self, model: ir.Model) -> None:
+        self._model = model
+        self._inferred: dict[str, list[int | None]] | None = None
+        self._local: dict[ir.Value, list | None] = {}
+
+    def dims(self, value: ir.Value | None) -> list[int | str | None] | None:
+        """Dims: ints, names of symbolic dims, None where unknown; None when even the rank is."""
+        if value is None:
+            return None
+        array = const_array(value)
+        if array is not None:
+            return list(array.shape)
+        if value.shape is not None:
+            return [d if isinstance(d, int) else d.value for d in value.shape.dims]
+        if value not in self._local:
+            self._local[value] = None  # no cycles in a graph, but stay safe
+            local = _local_dims(value, self)
+            if local is None or None in local:
+                local = _merge(local, self._inferred_dims().get(value.name) if value.name else None)
+            self._local[value] = local
+        return self._local[value]
+
+    def rank(self, value: ir.Value | None) -> int | None:
+        dims = self.dims(value)
+        return None if dims is None else len(dims)
+
+    def last_dim(self, value: ir.Value | None) -> int | None:
+        """The static size of the last axis, else None."""
+        dims = self.dims(value)
+        return dims[-1] if dims and isinstance(dims[-1], int) else None
+
+    def _inferred_dims(self) -> dict[str, list[int | None]]:
+        if self._inferred is None:
+            self._inferred = {}
+            proto = infer_shapes(ir.serde.serialize_model(self._model), data_prop=False)
+            if proto is None:  # a model that defeats inference just has fewer known shapes
+                return self._inferred
+            for graph in iter_proto_graphs(proto.graph):
+                for vi in [*graph.value_info, *graph.input, *graph.output]:
+                    t = vi.type.tensor_type
+                    if vi.type.HasField("tensor_type") and t.HasField("shape"):
+                        self._inferred.setdefault(vi.name, [
+                            d.dim_value if d.HasField("dim_value") else _dim_name(d.dim_param)
+                            for d in t.shape.dim])
+        return self._inferred
+
+
+def _dim_name(name: str) -> str | None:
+    """A dim name, unless it is one that shape inference made up for an unknown dim."""
+    return None if not name or name.startswith("unk__") else name
+
+
+def _merge(local: list | None, inferred: list | None) -> list | None:
+    """The local rules' dims, completed by ONNX inference's where they know nothing."""
+    if local is None or inferred is None or len(local) != len(inferred):
+        return local if local is not None else inferred
+    return [a if a is not None else b for a, b in zip(local, inferred)]
+
+
+_SAME_SHAPE = {"Abs", "Cast", "CastLike", "Ceil", "Clip", "Cos", "CumSum", "Elu", "Erf", "Exp", "Floor",
+               "Gelu", "HardSigmoid", "Identity", "LeakyRelu", "Log", "LogSoftmax", "Neg", "Not",
+               "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Sin", "Softmax", "Softplus",
+               "Softsign", "Sqrt", "Tanh"}
+_BROADCAST = {"Add", "And", "Div", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Max",
+              "Min", "Mod", "Mul", "Or", "Pow", "PRelu", "Sub", "Sum", "Where", "Xor"}
+
+
+def _local_dims(value: ir.Value, shapes: ShapeInfo) -> list | None:
+    """Dims of a node output from its inputs' dims, for the ops a WaveRNN step uses."""
+    node = value.producer()
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    op, ins = node.op_type, [shapes.dims(v) if v is not None else None for v in node.inputs]
+    if op in _SAME_SHAPE:
+        return ins[0]
+    if op in _BROADCAST:
+        known = [d for v, d in zip(node.inputs, ins) if v is not None]
+        return None if any(d is None for d in known) else _broadcast(known)
+    if op == "MatMul":
+        a, b = ins
+        return None if a is None or b is None or len(b) != 2 or not a else [*a[:-1], b[-1]]
+    if op == "Gemm":
+        a, b = ins[0], ins[1]
+        if a is None or b is None or len(a) != 2 or len(b) != 2:
+            return None
+        return [a[1] if node.attributes.get_int("transA", 0) else a[0],
+                b[0] if node.attributes.get_int("transB", 0) else b[1]]
+    x = ins[0] if ins else None
+    if x is None:
+        return None
+    rank = len(x)
+    if op == "Concat":
+        axis = node.attributes.get_int("axis", 0) % rank
+        if any(d is None or len(d) != rank for d in ins):
+            return None
+        sizes = [d[axis] for d in ins]
+        return [*x[:axis], sum(sizes) if all(isinstance(s, int) for s in sizes) else None, *x[axis + 1:]]
+    if op == "Split":
+        axis = node.attributes.get_int("axis", 0) % rank
+        split = int_list(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        if split is None and isinstance(x[axis], int):
+            split = [x[axis] // len(node.outputs)] * len(node.outputs)
+        return None if split is None else [*x[:axis], split[value.index()], *x[axis + 1:]]
+    if op == "Slice":
+        starts, ends = int_list(node.inputs[1]), int_list(node.inputs[2])
+        axes = int_list(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else \
+            None if starts is None else list(range(len(starts)))
+        steps = int_list(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else \
+            None if starts is None else [1] * len(starts)
+        if None in (starts, ends, axes, steps):
+            return None
+        out = list(x)
+        for start, end, axis, step in zip(starts, ends, axes, steps):
+            size = x[axis % rank]
+            out[axis % rank] = len(range(size)[slice(start, end, step)]) if isinstance(size, int) else None
+        return out
+    if op in ("Unsqueeze", "Squeeze"):
+        axes = int_list(node.inputs[1]) if len(node.inputs) > 1 else None
+        if axes is None:
+            return None
+        if op == "Squeeze":
+            axes = {a % rank for a in axes}
+            return [d for i, d in enumerate(x) if i not in axes]
+        out_rank = rank + len(axes)
+        axes = {a % out_rank for a in axes}
+        rest = iter(x)
+        return [1 if i in axes else next(rest) for i in range(out_rank)]
+    if op == "Gather":
+        indices = ins[1]
+        if indices is None:
+            return None
+        axis = node.attributes.get_int("axis", 0) % rank
+        return [*x[:axis], *indices, *x[axis + 1:]]
+    return None
+
+
+def _broadcast(all_dims: list[list]) -> list:
+    rank = max(len(d) for d in all_dims)
+    out = []
+    for i in range(rank):
+        sizes = [d[i - rank + len(d)] for d in all_dims if i - rank + len(d) >= 0]
+        static = {s for s in sizes if isinstance(s, int) and s != 1}
+        named = {s for s in sizes if isinstance(s, str)}
+        if len(static) == 1:
+            out.append(static.pop())
+        elif not static and len(named) == 1 and None not in sizes:
+            out.append(named.pop())
+        elif all(s == 1 for s in sizes):
+            out.append(1)
+        else:
+            out.append(None)
+    return out
+
+
+class Builder:
+    """Creates nodes and initializers with model-wide unique names.
+
+    New nodes carry the ``waveopt.module`` of the node they stand for (``like``).
+    Initializers go to the main graph, where every subgraph can read them; identical
+    arrays are stored once.
+    """
+
+    def __init__(self, model: ir.Model, prefix: str) -> None:
+        self.model = model
+        self.prefix = prefix
+        self._names: set[str] = set()
+        for graph in iter_graphs(model.graph):
+            self._names.update(graph.initializers)
+            self._names.update(v.name for v in graph.inputs if v.name)
+            for node in graph:
+                if node.name:
+                    self._names.add(node.name)
+                self._names.update(v.name for v in node.outputs if v.name)
+        self._counter = 0
+        self._constants: dict[tuple, ir.Value] = {}
+
+    def name(self, hint: str | None = None) -> str:
+        base = f"{self.prefix}/{hint}" if hint else self.prefix
+        while True:
+            self._counter += 1
+            name = f"{base}_{self._counter}"
+            if name not in self._names:
+                self._names.add(name)
+                return name
+
+    def node(self, op_type: str, inputs: Sequence[ir.Value | None], like: ir.Node | None = None,
+             num_outputs: int = 1, attributes: Iterable[ir.Attr] = (), hint: str | None = None,
+             **attrs) -> ir.Node:
+        """A new (not yet inserted) node; ``attrs`` are converted with onnx_ir's rules."""
+        all_attrs = [*attributes, *(ir.convenience.convert_attribute(k, v) for k, v in attrs.items())]
+        metadata = {}
+        if like is not None and MODULE_KEY in like.metadata_props:
+            metadata[MODULE_KEY] = like.metadata_props[MODULE_KEY]
+        node = ir.Node("", op_type, inputs, attributes=all_attrs, num_outputs=num_outputs,
+                       name=self.name(hint or op_type), metadata_props=metadata)
+        for out in node.outputs:
+            out.name = self.name(hint or op_type)
+        return node
+
+    def constant(self, array: np.ndarray, hint: str = "const") -> ir.Value:
+        """An initializer of the main graph holding ``array`` (reused for equal arrays)."""
+        array = np.ascontiguousarray(array)
+        key = (array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest())
+        if key not in self._constants:
+            name = self.name(hint)
+            value = ir.Value(name=name, type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                             shape=ir.Shape(array.shape), const_value=ir.tensor(array, name=name))
+            self.model.graph.register_initializer(value)
+            self._constants[key] = value
+        return self._constants[key]
+
+    def int64s(self, values: Sequence[int]) -> ir.Value:
+        return self.constant(np.asarray(values, dtype=np.int64), "ints")
+
+
+def set_shape(value: ir.Value, dims: Sequence | None, like: ir.Value | None = None,
+              type_from: ir.Value | None = None) -> None:
+    """Annotate ``value`` with ``dims`` (ints, symbolic dims or None) and the element type of
+    ``like`` (else of ``type_from``); without a known type nothing is annotated."""
+    tensor_type = next((v.type for v in (like, type_from) if v is not None and v.type is not None), None)
+    if tensor_type is None:
+        return
+    value.type = tensor_type
+    value.shape = None if dims is None else ir.Shape(list(dims))
+
+
+def dims_with(value: ir.Value | None, shapes: ShapeInfo) -> list | None:
+    """``value``'s dims keeping symbolic names (else what ShapeInfo knows), or None."""
+    if value is not None and value.shape is not None:
+        return list(value.shape.dims)
+    return shapes.dims(value)
+
+
+def remove_dead(graph: ir.Graph, candidates: Iterable[ir.Node]) -> int:
+    """Remove those ``candidates`` in ``graph`` whose outputs nobody reads; returns how many."""
+    pending = {n for n in candidates if n.graph is graph}
+    outputs = set(graph.outputs)
+    removed = 0
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(list(graph)):
+            if node not in pending:
+                continue
+            if any(out.uses() or out in outputs for out in node.outputs):
+                continue
+            pending.discard(node)
+            inputs = [v for v in node.inputs if v is not None]
+            graph.remove(node, safe=True)
+            removed += 1
+            changed = True
+            for v in inputs:  # producers in this graph may now be dead too
+                if v.producer() is not None and v.producer().graph is graph:
+                    pending.add(v.producer())
+    return removed
+
+
+def remove_unused_initializers(model: ir.Model, candidates: Iterable[ir.Value]) -> None:
+    """Drop those main-graph initializers among ``candidates`` that nothing reads any more."""
+    graph = model.graph
+    for value in set(candidates):
+        if (value.is_initializer() and value.graph is graph and not value.uses()
+                and not value.is_graph_input() and not value.is_graph_output()
+                and graph.initializers.get(value.name) is value):
+            graph.initializers.pop(value.name)
+
+
+class Names:
+    """Fresh value and node names, unique across every graph of a model."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self._taken: set[str] = set()
+        for graph in iter_graphs(model.graph):
+            self._taken.update(v.name for v in graph.inputs if v.name)
+            self._taken.update(graph.initializers)
+            for node in graph:
+                self._taken.update(v.name for v in node.outputs if v.name)
+                if node.name:
+                    self._taken.add(node.name)
+
+    def __call__(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._taken:
+            name, i = f"{base}_{i}", i + 1
+        self._taken.add(name)
+        return name
+
+
+def add_initializer(graph: ir.Graph, names: Names, base: str, array: np.ndarray) -> ir.Value:
+    """Register ``array`` as a new initializer of ``graph`` under a fresh name."""
+    name = names(base)
+    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
+                     const_value=tensor)
+    graph.register_initializer(value)
+    return value
+
+
+class Emitter:
+    """Builds nodes into ``graph`` before ``anchor`` (after it with ``after=True``; at the
+    end without an anchor), in the order they are built, named and tagged with ``metadata``."""
+
+    def __init__(self, graph: ir.Graph, names: Names, root: ir.Graph, metadata: dict[str, str],
+                 anchor: ir.Node | None = None, prefix: str = "", after: bool = False) -> None:
+        self.graph, self.names, self.root = graph, names, root
+        self.metadata, self.anchor, self.prefix, self.after = dict(metadata), anchor, prefix, after
+        self.nodes: list[ir.Node] = []
+        self._consts: dict[tuple, ir.Value] = {}
+
+    def op(self, op_type: str, inputs: Sequence[ir.Value | None], n_out: int = 1,
+           name: str = "", **attrs) -> list[ir.Value]:
+        node = ir.Node("", op_type, inputs, num_outputs=n_out,
+                       attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
+                       metadata_props=dict(self.metadata))
+        base = f"{self.prefix}{name or op_type.lower()}"
+        node.name = self.names(base)
+        for i, out in enumerate(node.outputs):
+            out.name = self.names(base if n_out == 1 else f"{base}_{i}")
+        if self.anchor is None:
+            self.graph.append(node)
+        elif self.after:
+            self.graph.insert_after(self.anchor, node)
+            self.anchor = node
+        else:
+            self.graph.insert_before(self.anchor, node)
+        self.nodes.append(node)
+        return list(node.outputs)
+
+    def one(self, op_type: str, inputs: Sequence[ir.Value | None], name: str = "", **attrs) -> ir.Value:
+        return self.op(op_type, inputs, 1, name, **attrs)[0]
+
+    def ints(self, values: Iterable[int], base: str = "const") -> ir.Value:
+        """An int64 1-D initializer of the root graph (shared per pass call)."""
+        values = tuple(int(v) for v in values)
+        key = ("i64", values)
+        if key not in self._consts:
+            self._consts[key] = add_initializer(self.root, self.names, f"{self.prefix}{base}",
+                                                np.array(values, np.int64))
+        return self._consts[key]
+
+    def weight(self, array: np.ndarray, base: str) -> ir.Value:
+        return add_initializer(self.root, self.names, f"{self.prefix}{base}", np.asarray(array, np.float32))
+
+
+def remove_if_dead(values: Iterable[ir.Value | None]) -> None:
+    """Remove the producers of unused values (recursively up their inputs) and unused
+    initializers. Graph inputs and outputs are never removed."""
+    stack = [v for v in values if v is not None]
+    while stack:
+        value = stack.pop()
+        if value.uses() or value.is_graph_output() or value.is_graph_input():
+            continue
+        if value.is_initializer():
+            graph = value.graph
+            if graph is not None and graph.initializers.get(value.name) is value:
+                graph.initializers.pop(value.name)
+            continue
+        node = value.producer()
+        if node is None or node.graph is None:
+            continue
+        if any(out.uses() or out.is_graph_output() for out in node.outputs):
+            continue
+        if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
+            continue
+        inputs = list(node.inputs)
+        node.graph.remove(node, safe=True)
+        stack.extend(v for v in inputs if v is not None)
+
+
+def replace_value(old: ir.Value, new: ir.Value, names: Names) -> None:
+    """Make every user of ``old`` (graph outputs included) read ``new``.
+
+    A graph output keeps its name: ``new`` takes it over, unless ``new`` is already a
+    graph input/output/initializer, in which case an Identity named like ``old`` is added.
+    """
+    if not old.is_graph_output():
+        old.replace_all_uses_with(new)
+        return
+    graph = old.graph
+    name = old.name
+    if new.is_graph_output() or new.is_graph_input() or new.is_initializer():
+        node = ir.Node("", "Identity", [new], num_outputs=1,
+                       metadata_props=dict(old.producer().metadata_props) if old.producer() else None)
+        old.name = names(f"{name}_replaced")
+        node.outputs[0].name = name
+        node.outputs[0].type, node.outputs[0].shape = old.type, old.shape
+        graph.append(node)
+        old.replace_all_uses_with(node.outputs[0], replace_graph_outputs=True)
+        return
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
+    old.name = names(f"{name}_replaced")
+    new.name = name
+    new.type = old.type or new.type  # a graph output keeps its declared type and shape
+    new.shape = old.shape or new.shape

@@ -1,0 +1,71 @@
+"""The ``waveopt`` command line: export, optimize, vocode, demo-mels, bench, profile, ops.
+
+One module per command in this package; this one mounts them. Every user error is one
+line ``error: ...`` on stderr and exit code 2; outputs are written atomically and inputs
+are never modified.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from waveopt.cli.bench import bench_command
+from waveopt.cli.demo_mels import demo_mels_command
+from waveopt.cli.export import export_command
+from waveopt.cli.ops import ops_app
+from waveopt.cli.optimize import optimize_command
+from waveopt.cli.profile import profile_command
+from waveopt.cli.vocode import vocode_command
+from waveopt.errors import WaveoptError
+
+__all__ = ["app", "entry", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Export and optimize WaveRNN vocoders for ONNX Runtime on CPUs.")
+app.command("export")(export_command)
+app.command("optimize")(optimize_command)
+app.command("vocode")(vocode_command)
+app.command("demo-mels")(demo_mels_command)
+app.command("bench")(bench_command)
+app.command("profile")(profile_command)
+app.add_typer(ops_app, name="ops")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app, turning user errors into one line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except WaveoptError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        return 130
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument, ...
+        message = " ".join((exc.format_message() if hasattr(exc, "format_message") else str(exc)).split())
+        if message:  # empty after `waveopt` alone: the help was printed
+            typer.echo(f"error: {message}", err=True)
+        return 2
+    except Exception as exc:
+        if os.environ.get("WAVEOPT_DEBUG"):
+            raise
+        typer.echo(f"error: internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+                   "set WAVEOPT_DEBUG=1 for the traceback", err=True)
+        return 1
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
