@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    := out
 
-.PHONY: demo test venv lock clean native native-sanitize
+.PHONY: demo test venv lock clean native native-sanitize test-oldest-ort
 
 venv: $(STAMP)
 
@@ -46,6 +46,29 @@ test: $(STAMP) native
 # The kernel test and the ORT glue under ASan + UBSan (about 2 minutes).
 native-sanitize: $(STAMP)
 	WAVEOPT_SANITIZE_TESTS=1 $(BIN)/python -m pytest -q tests/test_native_kernels.py
+
+# The oldest ONNX Runtime we claim (1.17, ORT API 17) in a second venv, with the op library of
+# `make native`: the CLI's raw/portable/native files loaded and vocoded, the portable pipeline
+# checked in ORT, the op's ORT glue (shapes, attributes, errors, FusedDense, dispatch). The
+# per-ISA kernel-vs-torch sweeps are left to `make test` (same kernels, ~1 GB of data).
+# ORT 1.17 needs numpy < 2, so numpy and what pins numpy >= 2 (ml_dtypes) are left to pip.
+ORT_OLDEST       := 1.17.3
+OLD_VENV         := .venv-ort117
+OLD_STAMP        := $(OLD_VENV)/.installed
+OLDEST_ORT_TESTS := tests/test_oldest_ort.py tests/test_pipeline_wavernn.py tests/test_native_op.py \
+                    -k 'not loop_matches_torch_reference and not simd_paths'
+
+$(OLD_STAMP): pyproject.toml constraints.txt
+	test -x $(OLD_VENV)/bin/python || $(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_VENV)/bin/python -m pip install -q --upgrade pip
+	grep -v -E '^(numpy|onnxruntime|ml_dtypes)==' constraints.txt > $(OLD_VENV)/constraints.txt
+	$(OLD_VENV)/bin/python -m pip install -q -c $(OLD_VENV)/constraints.txt \
+	    onnxruntime==$(ORT_OLDEST) 'numpy<2' -e '.[test]'
+	touch $@
+
+test-oldest-ort: $(OLD_STAMP) native
+	$(OLD_VENV)/bin/python -c 'import onnxruntime as o; assert o.__version__ == "$(ORT_OLDEST)", o.__version__'
+	$(OLD_VENV)/bin/python -m pytest -q $(OLDEST_ORT_TESTS)
 
 # Re-pin constraints.txt from what the venv has now.
 lock: $(STAMP)
