@@ -69,18 +69,70 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None, check_sample
     loop's sampler is not looked at (``driver`` is None, ``output_index`` -1): enough to
     find the logits and the fed-back sample."""
     body: ir.Graph = loop.attributes["body"].value
-    iteration = body.inputs[0]
     carried = list(body.inputs[2:])
     cells = _find_cells(body, carried)
     if len(cells) != 2:
         raise NotRecognised(f"found {len(cells)} GRU cells in the Loop body, not 2")
+    relus = [n for n in body if n.op_type == "Relu"]
+    sources = _Sources(body, carried, cells, relus)
+    forms_of = LinearForms(sources)
+    order, g1, g2 = _cell_order(cells, forms_of)
+    rnn1, rnn2 = cells[order[0]], cells[order[1]]
+    h1_key, h2_key = ("carried", carried.index(rnn1.h_in)), ("carried", carried.index(rnn2.h_in))
+    h1o_key, h2o_key = ("cell", order[0]), ("cell", order[1])
+    fc1, fc2, relu_forms = _dense_layers(relus, forms_of, h2o_key)
+    t1_key, t2_key = ("relu", id(fc1)), ("relu", id(fc2))
+    logits_value = _logits_value(body, fc2.outputs[0], forms_of, t2_key)
+    logits = forms_of.of(logits_value)
 
-    steps: dict = {}
-    sample_keys: dict = {}
+    # The fed-back sample (free-running): the carried input that is not a GRU state.
+    # Teacher-forced loops carry only the GRU states and read the previous sample per step
+    # (as a source, or already folded into the hoisted per-step tensors).
+    others = [i for i, v in enumerate(carried) if v is not rnn1.h_in and v is not rnn2.h_in]
+    teacher_forced = not others
+    s_key = ("prev_sample",) if "prev" in sources.sample_keys else None
+    forms = {"r1": g1["r"], "z1": g1["z"], "a1": g1["a"], "b1": g1["b"],
+             "r2": g2["r"], "z2": g2["z"], "a2": g2["a"], "b2": g2["b"],
+             "f1": relu_forms[id(fc1)], "f2": relu_forms[id(fc2)], "logits": logits}
+    if teacher_forced:
+        driver = sources.sample_keys.get("prev")  # None: the op is given zeros for s, u1..u3 are 0
+        output_index = _scan_output_index(loop, body, logits_value)
+        mode = mode_hint or ("mol" if logits.width == 30 else "raw")
+    else:
+        if len(others) != 1:
+            raise NotRecognised("the loop does not carry exactly one sample besides the GRU states")
+        s_key = ("carried", others[0])
+        if check_sampler:
+            driver, output_index, mode = _free_running_sampler(loop, body, sources.iteration, carried[others[0]],
+                                                               logits_value, mode_hint)
+        else:
+            driver, output_index = None, -1
+            mode = mode_hint or ("mol" if logits.width == 30 else "raw")
+    keys = {"s": s_key, "h1": h1_key, "h2": h2_key, "h1o": h1o_key, "h2o": h2o_key, "t1": t1_key, "t2": t2_key}
+    _check_reads(forms, keys)
+    hidden, fc = forms["b1"].width, forms["f1"].width
+    forms = {**forms, **{f"key:{k}": v for k, v in keys.items()}}
+    sample_input = None if teacher_forced else carried[others[0]]
+    return Recurrence(loop, mode, teacher_forced, (rnn1, rnn2), forms, sources.steps, driver, output_index,
+                      hidden, fc, logits.width, logits_value, sample_input)
 
-    def source_of(value: ir.Value):
-        if value in carried:
-            return ("carried", carried.index(value)), _width(value)
+
+class _Sources:
+    """What the linear forms of a Loop body are over, by key: carried values, rows of
+    per-step tensors, the teacher-forced previous sample, the GRU cells' and the ReLU
+    layers' outputs. Records the per-step tensors (``steps``) and the previous-sample
+    tensor (``sample_keys["prev"]``) it meets."""
+
+    def __init__(self, body: ir.Graph, carried: list[ir.Value], cells: list[GRUCell], relus: list[ir.Node]):
+        self.body, self.carried, self.cells, self.relus = body, carried, cells, relus
+        self.iteration = body.inputs[0]
+        self.steps: dict = {}
+        self.sample_keys: dict = {}
+
+    def __call__(self, value: ir.Value):
+        body, iteration = self.body, self.iteration
+        if value in self.carried:
+            return ("carried", self.carried.index(value)), _width(value)
         node = value.producer()
         if node is not None and node.op_type == "Gather" and node.inputs[1] is iteration:
             outer = node.inputs[0]
@@ -88,7 +140,7 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None, check_sample
                 return None
             axis = node.attributes["axis"].value if "axis" in node.attributes else 0
             if len(outer.shape) == 3 and axis in (0, 1):
-                steps[("step", id(outer), axis)] = (outer, axis)
+                self.steps[("step", id(outer), axis)] = (outer, axis)
                 return ("step", id(outer), axis), _static(outer.shape[-1])
             return None
         if node is not None and node.op_type == "Unsqueeze":  # teacher-forced sample [B] -> [B,1]
@@ -97,39 +149,35 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None, check_sample
                 outer = inner.inputs[0]
                 if outer.graph is not body and outer.shape is not None and len(outer.shape) == 2:
                     axis = inner.attributes["axis"].value if "axis" in inner.attributes else 0
-                    sample_keys["prev"] = (outer, axis)
+                    self.sample_keys["prev"] = (outer, axis)
                     return ("prev_sample",), 1
-        for i, cell in enumerate(cells):
+        for i, cell in enumerate(self.cells):
             if value is cell.h_out:
                 return ("cell", i), _width(value)
-        for relu in relus:
+        for relu in self.relus:
             if value is relu.outputs[0]:
                 return ("relu", id(relu)), _width(value)
         return None
 
-    relus = [n for n in body if n.op_type == "Relu"]
-    forms_of = LinearForms(source_of)
 
-    # Which cell is rnn1: the one whose output the other reads.
+def _cell_order(cells: list[GRUCell], forms_of: LinearForms) -> tuple[tuple[int, int], dict, dict]:
+    """(rnn1's index, rnn2's index) and their gates' forms: rnn1 is the cell the other reads."""
     def cell_form(cell):
         return {name: forms_of.of(v) for name, v in
                 (("r", cell.r_pre), ("z", cell.z_pre), ("a", cell.n_input), ("b", cell.n_hidden))}
 
-    f0, f1_ = cell_form(cells[0]), cell_form(cells[1])
-    if any(v is None for v in [*f0.values(), *f1_.values()]):
+    f0, f1 = cell_form(cells[0]), cell_form(cells[1])
+    if any(v is None for v in [*f0.values(), *f1.values()]):
         raise NotRecognised("a GRU gate pre-activation is not linear in the loop's sources")
-    if ("cell", 0) in _sources(f1_):
-        order = (0, 1)
-    elif ("cell", 1) in _sources(f0):
-        order = (1, 0)
-    else:
-        raise NotRecognised("neither GRU cell feeds the other")
-    rnn1, rnn2 = cells[order[0]], cells[order[1]]
-    g1, g2 = (f0, f1_) if order == (0, 1) else (f1_, f0)
-    h1_key, h2_key = ("carried", carried.index(rnn1.h_in)), ("carried", carried.index(rnn2.h_in))
-    h1o_key, h2o_key = ("cell", order[0]), ("cell", order[1])
+    if ("cell", 0) in _sources(f1):
+        return (0, 1), f0, f1
+    if ("cell", 1) in _sources(f0):
+        return (1, 0), f1, f0
+    raise NotRecognised("neither GRU cell feeds the other")
 
-    # The dense layers: ReLU(f1) over h1', h2'; ReLU(f2) over t1; logits over t2.
+
+def _dense_layers(relus: list[ir.Node], forms_of: LinearForms, h2o_key) -> tuple[ir.Node, ir.Node, dict]:
+    """The two ReLU layers: fc1 over h1', h2'; fc2 over fc1's output; and every ReLU's input form."""
     relu_forms = {id(r): forms_of.of(r.inputs[0]) for r in relus}
     fc1 = [r for r in relus if relu_forms[id(r)] is not None and h2o_key in relu_forms[id(r)].sources()]
     if len(fc1) != 1:
@@ -138,38 +186,17 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None, check_sample
            and ("relu", id(fc1[0])) in relu_forms[id(r)].sources()]
     if len(fc2) != 1:
         raise NotRecognised("no single ReLU layer reads the first dense layer")
-    t2_key = ("relu", id(fc2[0]))
-    logits_value = _logits_value(body, fc2[0].outputs[0], forms_of, t2_key)
-    logits = forms_of.of(logits_value)
+    return fc1[0], fc2[0], relu_forms
 
-    # The fed-back sample (free-running): the carried input that is not a GRU state.
-    # Teacher-forced loops carry only the GRU states and read the previous sample per step
-    # (as a source, or already folded into the hoisted per-step tensors).
-    others = [i for i, v in enumerate(carried) if v is not rnn1.h_in and v is not rnn2.h_in]
-    teacher_forced = not others
-    s_key = ("prev_sample",) if "prev" in sample_keys else None
-    forms = {"r1": g1["r"], "z1": g1["z"], "a1": g1["a"], "b1": g1["b"],
-             "r2": g2["r"], "z2": g2["z"], "a2": g2["a"], "b2": g2["b"],
-             "f1": relu_forms[id(fc1[0])], "f2": relu_forms[id(fc2[0])], "logits": logits}
-    if teacher_forced:
-        driver = sample_keys.get("prev")  # None: the op is given zeros for s, u1..u3 are 0
-        output_index = _scan_output_index(loop, body, logits_value)
-        mode = mode_hint or ("mol" if logits.width == 30 else "raw")
-    else:
-        if len(others) != 1:
-            raise NotRecognised("the loop does not carry exactly one sample besides the GRU states")
-        s_key = ("carried", others[0])
-        if check_sampler:
-            driver, output_index, mode = _free_running_sampler(loop, body, iteration, carried[others[0]],
-                                                               logits_value, mode_hint)
-        else:
-            driver, output_index = None, -1
-            mode = mode_hint or ("mol" if logits.width == 30 else "raw")
+
+def _check_reads(forms: dict, keys: dict) -> None:
+    """Each form reads only what the WaveRNN recurrence lets it read (per-step rows aside)."""
+    s, h1, h2, h1o, h2o = keys["s"], keys["h1"], keys["h2"], keys["h1o"], keys["h2o"]
     allowed = {
-        "r1": {h1_key, s_key}, "z1": {h1_key, s_key}, "a1": {s_key}, "b1": {h1_key},
-        "r2": {h1o_key, h2_key, s_key}, "z2": {h1o_key, h2_key, s_key}, "a2": {h1o_key, s_key},
-        "b2": {h2_key}, "f1": {h1o_key, h2o_key, s_key}, "f2": {("relu", id(fc1[0]))},
-        "logits": {t2_key},
+        "r1": {h1, s}, "z1": {h1, s}, "a1": {s}, "b1": {h1},
+        "r2": {h1o, h2, s}, "z2": {h1o, h2, s}, "a2": {h1o, s},
+        "b2": {h2}, "f1": {h1o, h2o, s}, "f2": {keys["t1"]},
+        "logits": {keys["t2"]},
     }
     for name, form in forms.items():
         extra = {k for k in form.sources() if k[0] != "step"} - allowed[name]
@@ -179,15 +206,8 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None, check_sample
         if any(k[0] == "step" for k in forms[name].sources()):
             raise NotRecognised(f"{name} reads per-step tensors, which the fused op does not take")
     f1 = forms["f1"]
-    if not np.allclose(f1.terms.get(h1o_key, 0), f1.terms.get(h2o_key, 0), rtol=1e-6, atol=1e-7):
+    if not np.allclose(f1.terms.get(h1o, 0), f1.terms.get(h2o, 0), rtol=1e-6, atol=1e-7):
         raise NotRecognised("fc1 sees the two GRU outputs through different matrices")
-    hidden, fc = forms["b1"].width, forms["f1"].width
-    keys = {"s": s_key, "h1": h1_key, "h2": h2_key, "h1o": h1o_key, "h2o": h2o_key,
-            "t1": ("relu", id(fc1[0])), "t2": t2_key}
-    forms = {**forms, **{f"key:{k}": v for k, v in keys.items()}}
-    sample_input = None if teacher_forced else carried[others[0]]
-    return Recurrence(loop, mode, teacher_forced, (rnn1, rnn2), forms, steps, driver, output_index,
-                      hidden, fc, logits.width, logits_value, sample_input)
 
 
 # --- GRU cells ---------------------------------------------------------------------------
