@@ -26,6 +26,8 @@ from waveopt.runtime import session
 __all__ = [
     "CheckFailed",
     "CheckResult",
+    "DEFAULT_ATOL",
+    "DEFAULT_RTOL",
     "OutputCheck",
     "check_sampled",
     "compare_models",
@@ -36,6 +38,8 @@ __all__ = [
 SAMPLED_OUTPUTS_KEY = "waveopt.sampled_outputs"
 NOISE_INPUT_KEY = "waveopt.noise_input"
 NOISE_LOW, NOISE_HIGH = 1e-5, 1 - 1e-5
+# Default tolerances of plain outputs: |candidate - reference| <= ATOL + RTOL * |reference|.
+DEFAULT_ATOL, DEFAULT_RTOL = 1e-4, 1e-3
 
 SessionFactory = Callable[[onnx.ModelProto], ort.InferenceSession]
 
@@ -96,8 +100,8 @@ def compare_models(
     candidate: AnyModel,
     inputs: Mapping[str, np.ndarray],
     *,
-    atol: float = 1e-4,
-    rtol: float = 1e-3,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
     sampled_outputs: Sequence[str] | None = None,
     noise_input: str | None = None,
     tie_eps: float = 1e-5,

@@ -13,6 +13,7 @@ import onnx_ir as ir
 from waveopt.check import CheckFailed, compare_models, random_inputs
 from waveopt.errors import WaveoptError
 from waveopt.passes import PRESETS, WaveoptPass, get_pass
+from waveopt.progress import stage
 
 __all__ = ["OptimizeResult", "PassReport", "optimize", "resolve_passes", "run_passes"]
 
@@ -104,17 +105,21 @@ def run_passes(
     if check_each:
         inputs = dict(check_inputs) if check_inputs is not None else random_inputs(original)
         for p in instances:
-            p(work)
+            with stage(f"pass {p.name}"):
+                p(work)
             if p.modified:
                 candidate = ir.serde.serialize_model(work)
-                result = compare_models(original, candidate, inputs, **(check_options or {}))
+                with stage(f"checking after {p.name}"):
+                    result = compare_models(original, candidate, inputs, **(check_options or {}))
                 if not result.ok:
                     raise CheckFailed(f"pass {p.name!r} broke the graph: {result.summary()}")
-    elif instances:
-        try:
-            ir.passes.PassManager(instances, steps=1, early_stop=False)(work)
-        except ir.passes.PassError as e:
-            raise _user_error(e) or e
+    else:
+        for p in instances:  # one at a time, as PassManager(instances, steps=1) would, to report progress
+            with stage(f"pass {p.name}"):
+                try:
+                    ir.passes.PassManager([p], steps=1, early_stop=False)(work)
+                except ir.passes.PassError as e:
+                    raise _user_error(e) or e
 
     reports = [PassReport(p.name, p.modified, p.summary, p.seconds) for p in instances]
     if isinstance(model, ir.Model):

@@ -13,20 +13,38 @@ import sys
 import typer
 
 from waveopt.cli.bench import bench_command
+from waveopt.cli.common import CONTEXT_SETTINGS, version_text
 from waveopt.cli.demo_mels import demo_mels_command
 from waveopt.cli.export import export_command
 from waveopt.cli.ops import ops_app
-from waveopt.cli.optimize import optimize_command
+from waveopt.cli.optimize import OptimizeCommand, optimize_command
 from waveopt.cli.profile import profile_command
 from waveopt.cli.vocode import vocode_command
 from waveopt.errors import WaveoptError
 
 __all__ = ["app", "entry", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings=CONTEXT_SETTINGS,
                   help="Export and optimize WaveRNN vocoders for ONNX Runtime on CPUs.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the versions of waveopt, ONNX Runtime and ONNX, then exit."),
+):
+    """Export and optimize WaveRNN vocoders for ONNX Runtime on CPUs."""
+
+
 app.command("export")(export_command)
-app.command("optimize")(optimize_command)
+app.command("optimize", cls=OptimizeCommand)(optimize_command)
 app.command("vocode")(vocode_command)
 app.command("demo-mels")(demo_mels_command)
 app.command("bench")(bench_command)
@@ -37,7 +55,7 @@ app.add_typer(ops_app, name="ops")
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app, turning user errors into one line and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=False, prog_name="waveopt")
     except WaveoptError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2

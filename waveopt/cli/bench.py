@@ -1,33 +1,78 @@
-"""``waveopt bench``: samples per second and real-time factor of one model in ORT."""
+"""``waveopt bench``: samples per second and real-time factor of models in ORT, as text, JSON or a chart."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+from waveopt.cli.common import batch_option, emit_json, frames_option, json_option, progress_for, quiet_option
 from waveopt.errors import WaveoptError
 from waveopt.graph import load_model
 from waveopt.model_info import example_inputs, wavernn_info
+from waveopt.progress import stage
 from waveopt.report import graph_stats
 from waveopt.runtime import session, time_calls
 
-__all__ = ["bench_command", "bench_file"]
+__all__ = ["bench_command", "bench_file", "BenchResult"]
 
 
 def bench_command(
-    model: Path = typer.Argument(..., help="An exported (optionally optimized) WaveRNN model."),
-    frames: int = typer.Option(8, help="Mel frames per run."),
-    batch: int = typer.Option(1, help="Utterances per run (unfolded models)."),
+    models: list[Path] = typer.Argument(..., metavar="MODEL",
+                                        help="Exported (optionally optimized) WaveRNN models, timed one after another."),
+    frames: int = frames_option(8),
+    batch: int = batch_option(),
     threads: int = typer.Option(1, help="ORT intra-op threads."),
     repeats: int = typer.Option(5, help="Timed runs; the median is reported."),
     warmup: int = typer.Option(1, help="Untimed runs first."),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ):
-    """Samples per second and real-time factor of a model in ORT (median after warm-up)."""
-    typer.echo(bench_file(model, frames=frames, batch=batch, threads=threads, repeats=repeats, warmup=warmup))
+    """Samples per second and real-time factor of models in ORT (median after warm-up)."""
+    with progress_for(quiet, as_json):
+        results = []
+        for path in models:
+            results.append(bench_file(path, frames=frames, batch=batch, threads=threads, repeats=repeats,
+                                      warmup=warmup))
+            if not as_json:
+                typer.echo(results[-1].text())
+    if as_json:
+        emit_json(results[0].as_dict() if len(results) == 1 else [r.as_dict() for r in results])
 
 
-def bench_file(model_path: Path, frames=8, batch=1, threads=1, repeats=5, warmup=1) -> str:
+@dataclasses.dataclass
+class BenchResult:
+    """One model's speed: loop steps run over all sequences per second (median of the timed runs)."""
+
+    model: str
+    mode: str
+    frames: int
+    batch: int
+    sequences: int
+    threads: int
+    repeats: int
+    median_seconds: float
+    spread: float
+    samples_per_second: float
+    real_time_factor: float  # samples/s over the sample rate: above 1 is faster than real time
+    sample_rate: int
+    macs_per_sample: int
+    gmacs_per_second: float
+
+    def text(self) -> str:
+        return (f"{self.model}: {self.mode.upper()}, {self.frames} frames x {self.sequences} sequence(s), "
+                f"{self.threads} thread(s)\n"
+                f"  {self.samples_per_second:,.0f} samples/s (median of {self.repeats}, spread {self.spread:.0%}), "
+                f"{self.real_time_factor:.3f}x real time, "
+                f"{self.macs_per_sample:,} MACs/sample = {self.gmacs_per_second:.2f} GMAC/s")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def bench_file(model_path: Path, frames=8, batch=1, threads=1, repeats=5, warmup=1) -> BenchResult:
     for name, value in (("frames", frames - 1), ("batch", batch), ("threads", threads), ("repeats", repeats)):
         if value < 1:
             raise WaveoptError(f"--{name} must be at least {2 if name == 'frames' else 1}")
@@ -36,13 +81,15 @@ def bench_file(model_path: Path, frames=8, batch=1, threads=1, repeats=5, warmup
     if info is None:
         raise WaveoptError(f"{model_path} is not a waveopt WaveRNN export")
     feed = example_inputs(model, frames=frames, batch=batch)
-    sess = session(model, threads=threads)
-    timing = time_calls(lambda: sess.run(None, feed), repeats=repeats, warmup=warmup)
+    with stage(f"creating the session for {model_path}"):
+        sess = session(model, threads=threads)
+    with stage(f"timing {model_path}: {warmup} warm-up and {repeats} timed run(s)"):
+        timing = time_calls(lambda: sess.run(None, feed), repeats=repeats, warmup=warmup)
     steps, sequences = info.loop_shape(frames, feed["mels"].shape[0])
     samples = steps * sequences  # loop steps run, over all sequences
     rate = samples / timing.median
     macs = graph_stats(model).macs_per_step
-    return (f"{model_path}: {info.mode.upper()}, {frames} frames x {sequences} sequence(s), {threads} thread(s)\n"
-            f"  {rate:,.0f} samples/s (median of {repeats}, spread {timing.spread:.0%}), "
-            f"{rate / info.sample_rate:.3f}x real time, "
-            f"{macs:,} MACs/sample = {rate * macs * 1e-9:.2f} GMAC/s")
+    return BenchResult(model=str(model_path), mode=info.mode, frames=frames, batch=feed["mels"].shape[0],
+                       sequences=sequences, threads=threads, repeats=repeats, median_seconds=timing.median,
+                       spread=timing.spread, samples_per_second=rate, real_time_factor=rate / info.sample_rate,
+                       sample_rate=info.sample_rate, macs_per_sample=macs, gmacs_per_second=rate * macs * 1e-9)

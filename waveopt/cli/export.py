@@ -8,9 +8,11 @@ from typing import Optional
 
 import typer
 
+from waveopt.cli.common import progress_for, quiet_option
 from waveopt.cli.files import refuse_overwrite
 from waveopt.errors import WaveoptError
 from waveopt.graph import save_model
+from waveopt.progress import stage
 from waveopt.report import format_stats, graph_stats
 
 __all__ = ["export_command", "export_model"]
@@ -38,6 +40,7 @@ def export_command(
     teacher_forced: bool = typer.Option(False, "--teacher-forced",
                                         help="Loop over given previous samples; output per-step logits."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    quiet: bool = quiet_option(),
 ):
     """Export a WaveRNN as ONE ONNX model: conditioning network + the sample loop as an ONNX Loop."""
     if demo == (checkpoint is not None):
@@ -46,8 +49,9 @@ def export_command(
     shape = dict(mode=mode, bits=bits, rnn_dims=rnn_dims, fc_dims=fc_dims, feat_dims=feat_dims,
                  compute_dims=compute_dims, res_out_dims=res_out_dims, res_blocks=res_blocks, pad=pad,
                  upsample_factors=_parse_factors(upsample))
-    report = export_model(output, checkpoint=checkpoint, hparams=shape, sample_rate=sample_rate, seed=seed,
-                          fold=(target, overlap) if fold else None, teacher_forced=teacher_forced)
+    with progress_for(quiet):
+        report = export_model(output, checkpoint=checkpoint, hparams=shape, sample_rate=sample_rate, seed=seed,
+                              fold=(target, overlap) if fold else None, teacher_forced=teacher_forced)
     typer.echo(report)
 
 
@@ -81,7 +85,8 @@ def export_model(output: Path, *, checkpoint: Path | None, hparams: dict, sample
         shape_options = sorted(set(given) - {"sample_rate"})
         if shape_options:
             raise WaveoptError(f"a checkpoint's shape comes from its weights; drop {', '.join(shape_options)}")
-        model = load_checkpoint(checkpoint, **given)
+        with stage(f"loading {checkpoint}"):
+            model = load_checkpoint(checkpoint, **given)
         source = str(checkpoint)
     else:
         try:
@@ -89,12 +94,15 @@ def export_model(output: Path, *, checkpoint: Path | None, hparams: dict, sample
         except (TypeError, ValueError) as exc:
             raise WaveoptError(f"bad hyperparameters: {exc}") from None
         _check_positive(hp)
-        model = demo_model(hp, seed=seed)
+        with stage("building and calibrating the demo model"):
+            model = demo_model(hp, seed=seed)
         source = f"demo model (seed {seed})"
     if fold is not None and (fold[0] < 1 or fold[1] < 1):
         raise WaveoptError(f"--target and --overlap must be positive, got {fold[0]} and {fold[1]}")
-    proto = export_wavernn(model, teacher_forced=teacher_forced, fold=fold)
-    save_model(proto, output)
+    with stage("exporting with torch.onnx (dynamo); the fatchord-size model takes a few minutes"):
+        proto = export_wavernn(model, teacher_forced=teacher_forced, fold=fold)
+    with stage(f"writing {output}"):
+        save_model(proto, output)
     form = "teacher-forced" if teacher_forced else "free-running"
     folded = f", folds of {fold[0]}+2x{fold[1]}" if fold else ""
     lines = [f"exported {source}: {model.hp.mode.upper()}, {form}{folded} -> {output}",

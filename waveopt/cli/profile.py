@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from waveopt.cli.common import batch_option, emit_json, frames_option, json_option, progress_for, quiet_option
 from waveopt.errors import WaveoptError
 from waveopt.profile.inputs import parse_dims
 from waveopt.profile.profiler import profile_model
@@ -18,19 +18,23 @@ __all__ = ["profile_command"]
 
 
 def profile_command(
-    models: List[Path] = typer.Argument(..., help="A model, or two to compare module by module (A B)."),
+    models: List[Path] = typer.Argument(..., metavar="MODEL",
+                                        help="A model, or two to compare module by module (A B)."),
     threads: int = typer.Option(1, help="ORT intra-op threads."),
-    frames: int = typer.Option(2, help="Mel frames per run (waveopt exports; 275 samples each at the default hop)."),
+    frames: int = frames_option(2),
+    batch: int = batch_option(),
     runs: int = typer.Option(3, help="Profiled runs after the warm-up (unprofiled runs are interleaved)."),
     warmup: int = typer.Option(1, help="Runs of each session before the measured ones."),
-    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON instead of tables."),
+    as_json: bool = json_option(),
     trace: Optional[Path] = typer.Option(None, "--trace",
                                          help="Write a Chrome / Perfetto trace of the measured runs."),
     nodes: int = typer.Option(0, "--nodes", help="Also list the N slowest nodes."),
-    dim: List[str] = typer.Option([], "--dim",
+    dim: List[str] = typer.Option([], "--dim", metavar="NAME=N",
                                   help="NAME=N for a symbolic input dim of a foreign model (repeatable)."),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz of input arrays by name (foreign models)."),
-    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the calibration of the profiler's cost."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="NPZ", help=".npz of input arrays by name (foreign models)."),
+    no_estimate: bool = typer.Option(False, "--skip-estimate", "--no-estimate",
+                                     help="Skip the calibration of the profiler's cost (no estimated unprofiled time)."),
+    quiet: bool = quiet_option(),
 ):
     """Time per WaveRNN module and per sample with ORT's profiler; compare two models."""
     if len(models) > 2:
@@ -38,9 +42,10 @@ def profile_command(
     dims = parse_dims(dim)
     writer = TraceWriter(trace) if trace is not None else None
     try:
-        profiles = [profile_model(path, threads=threads, frames=frames, runs=runs, warmup=warmup, dims=dims,
-                                  inputs=inputs, calibrate=not no_estimate, trace=writer, trace_pid=i)
-                    for i, path in enumerate(models, start=1)]
+        with progress_for(quiet, as_json):
+            profiles = [profile_model(path, threads=threads, frames=frames, batch=batch, runs=runs, warmup=warmup,
+                                      dims=dims, inputs=inputs, calibrate=not no_estimate, trace=writer, trace_pid=i)
+                        for i, path in enumerate(models, start=1)]
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -51,7 +56,7 @@ def profile_command(
         data = profiles[0].as_dict() if len(profiles) == 1 else {
             "a": profiles[0].as_dict(), "b": profiles[1].as_dict(),
             "comparison": comparison_rows(profiles[0], profiles[1])}
-        typer.echo(json.dumps(data, indent=1))
+        emit_json(data)
         return
     blocks = []
     for p in profiles:

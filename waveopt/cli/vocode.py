@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
@@ -10,30 +11,44 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from waveopt.cli.common import emit_json, json_option, progress_for, quiet_option
 from waveopt.cli.files import refuse_overwrite
-
 from waveopt.demo_data import uniform_noise
 from waveopt.errors import WaveoptError
 from waveopt.graph import atomic_write_bytes, load_model
 from waveopt.model_info import WaveRNNInfo, wavernn_info
+from waveopt.progress import enabled as progress_enabled
+from waveopt.progress import stage
 from waveopt.runtime import session
 
-__all__ = ["vocode_command", "vocode_file", "load_mels", "write_wav", "generate"]
+__all__ = ["vocode_command", "vocode_file", "VocodeResult", "load_mels", "write_wav", "generate"]
 
 
 def vocode_command(
-    model: Path = typer.Argument(..., help="An exported (optionally optimized) WaveRNN model."),
-    mels: Path = typer.Argument(..., help="Mel spectrogram .npy: [feat, frames] or [1, feat, frames], float."),
+    model: Path = typer.Argument(..., metavar="MODEL", help="An exported (optionally optimized) WaveRNN model."),
+    mels: Path = typer.Argument(..., metavar="MELS",
+                                help="Mel spectrogram .npy: [feat, frames] or [1, feat, frames], float."),
     output: Path = typer.Option(..., "-o", "--output", help="The .wav file to write."),
     seed: int = typer.Option(0, help="Seed of the sampling noise."),
     threads: int = typer.Option(1, help="ORT intra-op threads."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ):
     """Generate a waveform from a mel spectrogram with one ORT call."""
     refuse_overwrite(output, [model, mels], force)
-    typer.echo(vocode_file(model, mels, output, seed=seed, threads=threads))
+    with progress_for(quiet, as_json):
+        result = vocode_file(model, mels, output, seed=seed, threads=threads)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(result.text())
+
 
 # Show progress when the estimated run is longer than this.
 PROGRESS_AFTER_SECONDS = 3.0
@@ -99,13 +114,37 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, threads: int = 1) -> str:
+@dataclasses.dataclass
+class VocodeResult:
+    """What ``waveopt vocode`` wrote and how fast it ran."""
+
+    output: str
+    mels_shape: list[int]
+    samples: int
+    sample_rate: int
+    audio_seconds: float
+    seconds: float
+    samples_per_second: float
+    real_time_factor: float  # audio seconds per second of generation: above 1 is faster than real time
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def text(self) -> str:
+        return (f"wrote {self.output}: {self.samples} samples ({self.audio_seconds:.2f} s of audio) in "
+                f"{self.seconds:.2f} s = {self.samples_per_second:,.0f} samples/s, "
+                f"{self.real_time_factor:.2f}x real time")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, threads: int = 1) -> VocodeResult:
     model = load_model(model_path)
     info = wavernn_info(model)
     if info is None or info.teacher_forced:
         raise WaveoptError(f"{model_path} is not a free-running waveopt WaveRNN export (export without --teacher-forced)")
     mels = load_mels(mels_path, info)
-    sess = session(model, threads=threads)
+    with stage(f"creating the session for {model_path}"):
+        sess = session(model, threads=threads)
     if mels.shape[0] > 1:
         raise WaveoptError(f"vocode writes one .wav; mels in {mels_path} hold a batch of {mels.shape[0]}")
     start = time.perf_counter()
@@ -113,12 +152,13 @@ def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, 
     seconds = time.perf_counter() - start
     write_wav(output, audio[0], info.sample_rate)
     duration = audio.shape[1] / info.sample_rate
-    return (f"wrote {output}: {audio.shape[1]} samples ({duration:.2f} s of audio) in {seconds:.2f} s "
-            f"= {audio.shape[1] / seconds:,.0f} samples/s, {duration / seconds:.2f}x real time")
+    return VocodeResult(output=str(output), mels_shape=list(mels.shape), samples=int(audio.shape[1]),
+                        sample_rate=info.sample_rate, audio_seconds=duration, seconds=seconds,
+                        samples_per_second=audio.shape[1] / seconds, real_time_factor=duration / seconds)
 
 
 def _generate_with_progress(sess, info, mels, seed):
-    """Generate, showing an estimated progress bar when the run will take a while.
+    """Generate, showing an estimated progress bar on stderr when the run will take a while.
 
     One ORT call runs the whole loop, so progress is estimated from the speed of a short
     warm-up run on the first two frames.
@@ -128,10 +168,14 @@ def _generate_with_progress(sess, info, mels, seed):
     generate(sess, info, mels[:, :, :2], seed)
     rate = 2 / max(time.perf_counter() - probe_start, 1e-6)  # frames per second
     estimate = frames / rate
-    if estimate < PROGRESS_AFTER_SECONDS:
+    if not progress_enabled() or estimate < PROGRESS_AFTER_SECONDS:
         return generate(sess, info, mels, seed)
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log (WAVEOPT_PROGRESS=1), not a terminal: a line instead of a bar
+        with stage(f"vocoding {frames} frames (about {estimate:.0f} s estimated)"):
+            return generate(sess, info, mels, seed)
     with Progress(TextColumn("vocoding (estimated)"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), transient=True) as bar:
+                  TimeElapsedColumn(), transient=True, console=console) as bar:
         task = bar.add_task("vocode", total=estimate)
         start = time.perf_counter()
         audio = generate(sess, info, mels, seed,

@@ -10,14 +10,14 @@ import onnx
 from waveopt.errors import WaveoptError
 from waveopt.model_info import example_inputs, wavernn_info
 
-__all__ = ["profile_inputs", "parse_dims"]
+__all__ = ["profile_inputs", "parse_dims", "load_npz_inputs"]
 
 
 def profile_inputs(model: onnx.ModelProto, frames: int, dims: dict[str, int], given: Path | None = None,
-                   seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
+                   seed: int = 0, batch: int = 1) -> tuple[dict[str, np.ndarray], str]:
     """(feed, one line saying where it came from).
 
-    A waveopt export gets seeded demo mels of ``frames`` frames and noise. Any other model
+    A waveopt export gets seeded demo mels of ``batch`` x ``frames`` frames and noise. Any other model
     gets the arrays of ``given`` (an .npz by input name) and, for inputs it lacks, seeded
     uniform [0, 1) floats (usable as noise), zero integers and true booleans shaped as
     declared, with symbolic dims from ``dims`` (1 when not given).
@@ -26,8 +26,11 @@ def profile_inputs(model: onnx.ModelProto, frames: int, dims: dict[str, int], gi
     if given is None and wavernn_info(model) is not None:
         if frames < 2:
             raise WaveoptError("--frames must be at least 2")
-        return example_inputs(model, frames=frames, seed=seed), f"demo mels, {frames} frames, and seeded noise"
-    feed = _load_npz(given, names) if given is not None else {}
+        if batch < 1:
+            raise WaveoptError("--batch must be at least 1")
+        feed = example_inputs(model, frames=frames, batch=batch, seed=seed)
+        return feed, f"demo mels {list(feed['mels'].shape)} and seeded noise"
+    feed = load_npz_inputs(given, names) if given is not None else {}
     unused = sorted(set(dims) - _symbolic_dims(model))
     if unused:
         raise WaveoptError(f"--dim {unused[0]}: the model's inputs have no dimension of that name "
@@ -80,7 +83,8 @@ def _make(value: onnx.ValueInfoProto, dims: dict[str, int], rng: np.random.Gener
     raise WaveoptError(f"input {value.name!r} has type {dtype}; give it with --inputs")
 
 
-def _load_npz(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+def load_npz_inputs(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The arrays of an .npz by input name; a name that is not in ``names`` is refused."""
     if not path.is_file():
         raise WaveoptError(f"no such inputs file: {path}")
     try:

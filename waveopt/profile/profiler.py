@@ -47,6 +47,7 @@ from .costs import module_costs
 from .inputs import profile_inputs
 from .native import StageTimerFile, fused_loop_nodes
 from .session import KernelTimes, StageTimers, optimized_model, run_profiled, with_unique_node_names
+from waveopt.progress import stage
 
 __all__ = ["ModuleRow", "NodeRow", "Profile", "RUN_OVERHEAD", "PREEMPTED", "profile_model", "merge_stage_timers"]
 
@@ -169,7 +170,8 @@ class Profile:
 
 def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 3, warmup: int = 1,
                   dims: dict[str, int] | None = None, inputs: Path | None = None, calibrate: bool = True,
-                  trace=None, trace_pid: int = 1, configure: Callable[[ort.SessionOptions], None] | None = None,
+                  batch: int = 1, trace=None, trace_pid: int = 1,
+                  configure: Callable[[ort.SessionOptions], None] | None = None,
                   stage_timers: StageTimers | None = None) -> Profile:
     """Profile the model at ``path``; ``trace`` (a ``profile_trace.TraceWriter``) gets its events.
 
@@ -182,12 +184,13 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
             raise WaveoptError(f"--{name} must be at least {least}")
     model = load_model(path)
     info = wavernn_info(model)
-    feed, source = profile_inputs(model, frames, dims or {}, inputs)
+    feed, source = profile_inputs(model, frames, dims or {}, inputs, batch=batch)
     named = with_unique_node_names(model)
     original = ir.serde.deserialize_model(named)
     labels = attribute(original)
     notes: list[str] = []
-    optimized = optimized_model(named, threads)
+    with stage(f"ONNX Runtime's graph optimization of {path}"):
+        optimized = optimized_model(named, threads)
     if optimized is None:
         notes.append("ORT's optimized graph could not be saved: kernels are matched to the original graph by name")
         ran, ran_labels = original, labels
@@ -202,8 +205,10 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
         native_timers = stage_timers = StageTimerFile()
         configure = native_timers.configure
     try:
-        times = run_profiled(named, feed, threads=threads, runs=runs, warmup=warmup, calibrate=calibrate,
-                             on_event=on_event, configure=configure, stage_timers=stage_timers)
+        with stage(f"profiling {path}: {warmup} warm-up and {runs} profiled run(s)"
+                   + (", then the profiler's own cost" if calibrate else "")):
+            times = run_profiled(named, feed, threads=threads, runs=runs, warmup=warmup, calibrate=calibrate,
+                                 on_event=on_event, configure=configure, stage_timers=stage_timers)
     except Exception as exc:
         if not type(exc).__module__.startswith("onnxruntime"):
             raise

@@ -38,6 +38,7 @@ from waveopt.quant.accuracy import (
     snr_db,
 )
 from waveopt.quant.teacher_forcing import PREV_SAMPLES, teacher_forced_variant
+from waveopt.progress import stage
 from waveopt.runtime import session, uses_native_ops
 
 __all__ = ["DEFAULT_MIN_SNR_DB", "QuantAccuracy", "calibrate_ranges", "default_calibration_mels",
@@ -117,13 +118,15 @@ def quantize_checked(model: onnx.ModelProto, bits: int, mels: Sequence[np.ndarra
     mels = list(mels) if mels else default_calibration_mels(info)
     ranges = None
     if native and any(n.op_type == "WaveRNNLoop" for n in model.graph.node):
-        ranges = list(act_ranges) if act_ranges is not None else calibrate_ranges(model, mels, seed)
+        with stage("calibrating activation ranges on the float32 model"):
+            ranges = list(act_ranges) if act_ranges is not None else calibrate_ranges(model, mels, seed)
     options = {"quantize": {"bits": bits, "act_ranges": ranges}}
     result = optimize(model, passes=["quantize"], pass_options=options)
     quantized = result.model
     twin = teacher_forced_variant(model)
     twin_q = optimize(twin, passes=["quantize"], pass_options=options).model
-    accuracy = _measure(model, quantized, twin, twin_q, info, mels, seed, bits, ranges)
+    with stage(f"the guard: int{bits} against float32 on the calibration mels"):
+        accuracy = _measure(model, quantized, twin, twin_q, info, mels, seed, bits, ranges)
     return quantized, accuracy, result.reports[0]
 
 
