@@ -9,9 +9,11 @@ from typing import Optional
 import typer
 
 from waveopt.cli.common import batch_option, emit_json, frames_option, json_option, progress_for, quiet_option
+from waveopt.cli.files import refuse_overwrite
 from waveopt.errors import WaveoptError
 from waveopt.graph import load_model
 from waveopt.model_info import example_inputs, wavernn_info
+from waveopt.plots import plot_speed_chart
 from waveopt.progress import stage
 from waveopt.report import graph_stats
 from waveopt.runtime import session, time_calls
@@ -27,10 +29,16 @@ def bench_command(
     threads: int = typer.Option(1, help="ORT intra-op threads."),
     repeats: int = typer.Option(5, help="Timed runs; the median is reported."),
     warmup: int = typer.Option(1, help="Untimed runs first."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG",
+                                        help="Also draw samples/s per model with the real-time line "
+                                             "(needs matplotlib: waveopt[plot])."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file."),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
 ):
     """Samples per second and real-time factor of models in ORT (median after warm-up)."""
+    if plot is not None:
+        refuse_overwrite(plot, list(models), force)
     with progress_for(quiet, as_json):
         results = []
         for path in models:
@@ -38,8 +46,15 @@ def bench_command(
                                       warmup=warmup))
             if not as_json:
                 typer.echo(results[-1].text())
+        if plot is not None:
+            with stage(f"drawing {plot}"):
+                plot_speed_chart([(f"{Path(r.model).name}, {r.sequences} seq.", r.samples_per_second)
+                                  for r in results], plot, realtime=results[0].sample_rate,
+                                 title=f"samples per second, {frames} frames, {threads} thread(s) (higher is faster)")
     if as_json:
         emit_json(results[0].as_dict() if len(results) == 1 else [r.as_dict() for r in results])
+    elif plot is not None:
+        typer.echo(f"wrote {plot}")
 
 
 @dataclasses.dataclass

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import typer
 
-from waveopt.cli.files import refuse_overwrite
+from waveopt.cli.files import refuse_overwrite, write_npy
 from waveopt.demo_data import demo_mels as make_mels
 from waveopt.errors import WaveoptError
-from waveopt.graph import atomic_write_bytes
 
 __all__ = ["demo_mels_command"]
 
@@ -27,7 +24,5 @@ def demo_mels_command(
     if frames < 2 or feat_dims < 1:
         raise WaveoptError("--frames must be at least 2 and --feat-dims at least 1")
     refuse_overwrite(output, [], force)
-    buffer = io.BytesIO()
-    np.save(buffer, make_mels(frames, feat_dims=feat_dims, seed=seed)[0])
-    atomic_write_bytes(output, buffer.getvalue())
+    write_npy(output, make_mels(frames, feat_dims=feat_dims, seed=seed)[0])
     typer.echo(f"wrote {output}: [{feat_dims}, {frames}] float32")

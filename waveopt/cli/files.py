@@ -3,13 +3,17 @@ or an existing file unless ``--force``, and their folder exists."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Optional
 
-from waveopt.errors import WaveoptError
+import numpy as np
 
-__all__ = ["parse_names", "refuse_overwrite"]
+from waveopt.errors import WaveoptError
+from waveopt.graph import atomic_write_bytes
+
+__all__ = ["parse_names", "refuse_overwrite", "write_npy"]
 
 
 def refuse_overwrite(output: Path, inputs: list[Path], force: bool, existing: bool = True) -> None:
@@ -29,3 +33,10 @@ def refuse_overwrite(output: Path, inputs: list[Path], force: bool, existing: bo
 def parse_names(text: Optional[str]) -> Optional[list[str]]:
     """Comma-separated names (``--passes a,b``), or None when the option was not given."""
     return [n.strip() for n in text.split(",") if n.strip()] if text is not None else None
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """``array`` as an .npy file, written atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())

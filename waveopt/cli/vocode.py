@@ -1,4 +1,8 @@
-"""``waveopt vocode``: mels .npy -> .wav with one ORT call, with a progress display on long inputs."""
+"""``waveopt vocode``: mels .npy (or an audio file, for copy-synthesis) -> .wav with one ORT call.
+
+Mels outside fatchord's [0, 1] scale get a warning; long inputs a progress display on stderr;
+``--plot`` draws the input mels beside the output's mels and the waveform.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,21 @@ import threading
 import time
 import wave
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from waveopt.audio import MelAnalysis, check_mel_scale, load_audio, mel_from_audio
 from waveopt.cli.common import emit_json, json_option, progress_for, quiet_option
 from waveopt.cli.files import refuse_overwrite
 from waveopt.demo_data import uniform_noise
 from waveopt.errors import WaveoptError
 from waveopt.graph import atomic_write_bytes, load_model
 from waveopt.model_info import WaveRNNInfo, wavernn_info
+from waveopt.plots import plot_vocoding
 from waveopt.progress import enabled as progress_enabled
 from waveopt.progress import stage
 from waveopt.runtime import session
@@ -30,8 +37,13 @@ __all__ = ["vocode_command", "vocode_file", "VocodeResult", "load_mels", "write_
 def vocode_command(
     model: Path = typer.Argument(..., metavar="MODEL", help="An exported (optionally optimized) WaveRNN model."),
     mels: Path = typer.Argument(..., metavar="MELS",
-                                help="Mel spectrogram .npy: [feat, frames] or [1, feat, frames], float."),
+                                help="Mel spectrogram .npy: [feat, frames] or [1, feat, frames], float on "
+                                     "fatchord's [0, 1] scale; or an audio file (WAV, FLAC, ...) to resynthesize: "
+                                     "its mels are computed with the model's own analysis."),
     output: Path = typer.Option(..., "-o", "--output", help="The .wav file to write."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG",
+                                        help="Also draw the input mels, the output's mels and the waveform "
+                                             "(needs matplotlib: waveopt[plot])."),
     seed: int = typer.Option(0, help="Seed of the sampling noise."),
     threads: int = typer.Option(1, help="ORT intra-op threads."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
@@ -40,8 +52,10 @@ def vocode_command(
 ):
     """Generate a waveform from a mel spectrogram with one ORT call."""
     refuse_overwrite(output, [model, mels], force)
+    if plot is not None:
+        refuse_overwrite(plot, [model, mels, output], force)
     with progress_for(quiet, as_json):
-        result = vocode_file(model, mels, output, seed=seed, threads=threads)
+        result = vocode_file(model, mels, output, seed=seed, threads=threads, plot=plot)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -49,6 +63,9 @@ def vocode_command(
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(result.text())
 
+
+# A MELS argument with one of these suffixes holds mels; anything else is read as audio.
+MEL_SUFFIXES = (".npy", ".npz")
 
 # Show progress when the estimated run is longer than this.
 PROGRESS_AFTER_SECONDS = 3.0
@@ -126,23 +143,40 @@ class VocodeResult:
     seconds: float
     samples_per_second: float
     real_time_factor: float  # audio seconds per second of generation: above 1 is faster than real time
+    source: str  # "mels" (a .npy) or "audio" (mels computed from an audio file)
+    plot: Optional[str] = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 
     def text(self) -> str:
-        return (f"wrote {self.output}: {self.samples} samples ({self.audio_seconds:.2f} s of audio) in "
-                f"{self.seconds:.2f} s = {self.samples_per_second:,.0f} samples/s, "
-                f"{self.real_time_factor:.2f}x real time")
+        lines = [f"wrote {self.output}: {self.samples} samples ({self.audio_seconds:.2f} s of audio) in "
+                 f"{self.seconds:.2f} s = {self.samples_per_second:,.0f} samples/s, "
+                 f"{self.real_time_factor:.2f}x real time"]
+        if self.plot:
+            lines.append(f"wrote {self.plot}: input mels, the output's mels and the waveform")
+        return "\n".join(lines)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, threads: int = 1) -> VocodeResult:
+def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, threads: int = 1,
+                plot: Path | None = None) -> VocodeResult:
+    """Vocode the mels of ``mels_path`` (a mel .npy, or an audio file to resynthesize) into ``output``."""
     model = load_model(model_path)
     info = wavernn_info(model)
     if info is None or info.teacher_forced:
         raise WaveoptError(f"{model_path} is not a free-running waveopt WaveRNN export (export without --teacher-forced)")
-    mels = load_mels(mels_path, info)
+    analysis = MelAnalysis.for_model(model)
+    from_audio = mels_path.suffix.lower() not in MEL_SUFFIXES
+    warnings = []
+    if from_audio:
+        with stage(f"computing the mels of {mels_path}"):
+            mels = mel_from_audio(load_audio(mels_path, analysis.sample_rate), analysis)[None]
+    else:
+        mels = load_mels(mels_path, info)
+        scale = check_mel_scale(mels)
+        if scale:
+            warnings.append(f"{mels_path}: {scale}")
     with stage(f"creating the session for {model_path}"):
         sess = session(model, threads=threads)
     if mels.shape[0] > 1:
@@ -151,10 +185,15 @@ def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, 
     audio = _generate_with_progress(sess, info, mels, seed)
     seconds = time.perf_counter() - start
     write_wav(output, audio[0], info.sample_rate)
+    if plot is not None:
+        with stage(f"drawing {plot}"):
+            plot_vocoding(mels[0], audio[0], info.sample_rate, plot, analysis=analysis)
     duration = audio.shape[1] / info.sample_rate
     return VocodeResult(output=str(output), mels_shape=list(mels.shape), samples=int(audio.shape[1]),
                         sample_rate=info.sample_rate, audio_seconds=duration, seconds=seconds,
-                        samples_per_second=audio.shape[1] / seconds, real_time_factor=duration / seconds)
+                        samples_per_second=audio.shape[1] / seconds, real_time_factor=duration / seconds,
+                        source="audio" if from_audio else "mels", plot=str(plot) if plot else None,
+                        warnings=warnings)
 
 
 def _generate_with_progress(sess, info, mels, seed):
