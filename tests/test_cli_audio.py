@@ -137,3 +137,15 @@ def test_bad_audio_is_one_line(capsys, workdir, raw_path):
         code, _, err = cli(capsys, *args)
         assert_one_line_error(code, err, args[1].name if args[0] == "mels" else "junk.wav")
     assert not (workdir / "never.npy").exists() and not (workdir / "never.wav").exists()
+
+
+def test_plot_without_matplotlib_fails_before_any_work(capsys, workdir, raw_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    mels = workdir / "np_mels.npy"
+    np.save(mels, demo_mels(3)[0])
+    code, _, err = cli(capsys, "vocode", raw_path, mels, "-o", workdir / "np.wav", "--plot", workdir / "np.png")
+    assert_one_line_error(code, err, "--plot", "waveopt[plot]")
+    assert not (workdir / "np.wav").exists()

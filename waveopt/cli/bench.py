@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from waveopt.cli.common import batch_option, emit_json, frames_option, json_option, progress_for, quiet_option
+from waveopt.cli.common import (batch_option, emit_json, frames_option, json_option,
+                                progress_for, quiet_option, require_plotting)
 from waveopt.cli.files import refuse_overwrite
 from waveopt.errors import WaveoptError
 from waveopt.graph import load_model
@@ -38,6 +39,7 @@ def bench_command(
 ):
     """Samples per second and real-time factor of models in ORT (median after warm-up)."""
     if plot is not None:
+        require_plotting()
         refuse_overwrite(plot, list(models), force)
     with progress_for(quiet, as_json):
         results = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -29,9 +30,11 @@ import typer
 from typer.core import TyperCommand
 
 from waveopt import __version__
+from waveopt.errors import WaveoptError
 from waveopt.progress import reporting
 
-__all__ = ["CONTEXT_SETTINGS", "version_text", "emit_json", "to_jsonable", "progress_for", "quiet_option", "json_option", "frames_option",
+__all__ = ["CONTEXT_SETTINGS", "version_text", "require_plotting", "emit_json", "to_jsonable", "progress_for",
+           "quiet_option", "json_option", "frames_option",
            "batch_option", "split_list", "ListOptionCommand", "FRAMES_HELP", "BATCH_HELP"]
 
 # Set to 1 for progress lines when stderr is not a terminal (a CI log).
@@ -55,6 +58,12 @@ def version_text() -> str:
 
     return (f"waveopt {__version__} (onnxruntime {version('onnxruntime')}, onnx {version('onnx')}, "
             f"Python {platform.python_version()})")
+
+
+def require_plotting(option: str = "--plot") -> None:
+    """Refuse ``--plot`` before any work when matplotlib (the extra ``waveopt[plot]``) is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise WaveoptError(f"{option} needs matplotlib: pip install 'waveopt[plot]'")
 
 
 def emit_json(data) -> None:

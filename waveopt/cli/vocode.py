@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from waveopt.audio import MelAnalysis, check_mel_scale, load_audio, mel_from_audio
-from waveopt.cli.common import emit_json, json_option, progress_for, quiet_option
+from waveopt.cli.common import emit_json, json_option, progress_for, quiet_option, require_plotting
 from waveopt.cli.files import refuse_overwrite
 from waveopt.demo_data import uniform_noise
 from waveopt.errors import WaveoptError
@@ -53,6 +53,7 @@ def vocode_command(
     """Generate a waveform from a mel spectrogram with one ORT call."""
     refuse_overwrite(output, [model, mels], force)
     if plot is not None:
+        require_plotting()
         refuse_overwrite(plot, [model, mels, output], force)
     with progress_for(quiet, as_json):
         result = vocode_file(model, mels, output, seed=seed, threads=threads, plot=plot)
