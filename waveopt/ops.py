@@ -92,10 +92,11 @@ def register(options):
 
 
 def session_options(threads: int = 1):
-    """waveopt's usual CPU session options (``runtime.session_options``) with the ops registered."""
+    """waveopt's usual CPU session options for a model using the ops (``runtime.session_options``
+    with ``native=True``: ``threads`` for the ops' team), with the ops registered."""
     from .runtime import session_options as base_options
 
-    return register(base_options(threads))
+    return register(base_options(threads, native=True))
 
 
 def info_model():

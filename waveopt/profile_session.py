@@ -131,8 +131,9 @@ def optimized_model(model: onnx.ModelProto, threads: int) -> onnx.ModelProto | N
     """The graph ORT runs (its optimizations applied), from a session that is only created."""
     with tempfile.TemporaryDirectory(prefix="waveopt-profile-") as tmp:
         path = Path(tmp) / "optimized.onnx"
-        options = session_options(threads)
-        if uses_native_ops(model):
+        native = uses_native_ops(model)
+        options = session_options(threads, native=native)
+        if native:
             _register_native(options)
         options.optimized_model_filepath = str(path)
         try:
@@ -183,7 +184,7 @@ def run_profiled(model: onnx.ModelProto, feed: dict[str, np.ndarray], *, threads
 
 def _session(data: bytes, threads: int, profile_prefix: str | None = None, optimize: bool = True,
              configure: Callable[[ort.SessionOptions], None] | None = None, native: bool = False):
-    options = session_options(threads)
+    options = session_options(threads, native=native)
     if native:
         _register_native(options)
     if configure is not None:

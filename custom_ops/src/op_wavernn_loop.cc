@@ -31,6 +31,10 @@
 //   {"node": "<node name>", "kernel": K, "steps": T, "batch": B, "seconds": {"rnn1": ..., ...}}
 // (K numbers the timed kernels of the process in creation order). Unset: nothing is timed.
 //
+// Threads: each kernel has its own worker team (thread_team.h), started when the kernel is
+// created with the session's "waveopt.threads" (else WAVEOPT_THREADS, else 1) members; the
+// steps run on it as run_wavernn_loop describes, bit-identical for any thread count.
+//
 // Calibration: when WAVEOPT_ACT_STATS names a file at kernel creation, every Compute of a
 // float32 loop appends {"node": "<node name>", "fc1_max": ..., "fc2_max": ...}: the largest
 // relu(fc1) and relu(fc2) outputs of that run.
@@ -70,6 +74,7 @@ struct LoopKernel {
   int64_t timer_kernel = 0;
   LoopQuant quant;
   std::string stats_path;  // WAVEOPT_ACT_STATS at creation (float32 loops only)
+  std::unique_ptr<ThreadTeam> team;  // "waveopt.threads" members, started with the kernel
 };
 
 std::mutex g_timer_file_mutex;
@@ -180,10 +185,11 @@ OrtStatus* weight_dims(const TensorView* t, LoopDims* d, SampleMode mode, bool t
 OrtStatus* pack_weights(const TensorView* t, const LoopDims& d, const LoopQuant& quant, LoopWeights* w) {
   const std::string error = w->pack(d, t[7].data, t[8].data, t[9].data, t[10].data, t[11].data, t[12].data,
                                     t[13].data, t[14].data, t[15].data, quant);
-  return error.empty() ? nullptr : make_error(error, ORT_FAIL);
+  if (error.empty()) return nullptr;
+  return make_error(error, error.find("out of memory") != std::string::npos ? ORT_FAIL : ORT_INVALID_ARGUMENT);
 }
 
-OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info,
+OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
                                       void** kernel) {
   const Dispatch& dispatch_info = dispatch();
   if (!dispatch_info.kernels) return make_error(dispatch_info.error, ORT_FAIL);
@@ -223,6 +229,8 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
     if (k->node_name.empty()) WAVEOPT_RETURN_IF_ERROR(node_name(info, &k->node_name));
     k->timer_kernel = g_timed_kernels.fetch_add(1);
   }
+  TeamSettings settings;
+  WAVEOPT_RETURN_IF_ERROR(kernel_team_settings(op, info, &settings));
 
   // Pack now if all weights are constant initializers with valid shapes; any problem is
   // left for Compute to report with the runtime shapes.
@@ -245,6 +253,9 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
       for (size_t i = kWeightFirst; i <= kWeightLast; ++i) k->packed_sources[i] = t[i].data;
     }
   }
+  // Last: nothing can fail after the workers start.
+  k->team = std::make_unique<ThreadTeam>(settings.threads, settings.pin == 1);
+  k->team->set_adaptive(settings.adaptive == 1);
   *kernel = k.release();
   return nullptr;
 }
@@ -317,7 +328,7 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   LoopActivationStats stats;
   const bool with_stats = !k.stats_path.empty();
   const std::string error = run_wavernn_loop(k.kernels, d, *weights, in, k.mode, static_cast<float*>(out_data),
-                                             timed ? &times : nullptr, with_stats ? &stats : nullptr);
+                                             timed ? &times : nullptr, with_stats ? &stats : nullptr, k.team.get());
   if (!error.empty()) return make_error(error, ORT_FAIL);
   if (timed) write_stage_times(k, d, times);
   if (with_stats) write_activation_stats(k, stats);
@@ -335,7 +346,9 @@ OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_characteristic(const Ort
   return i == 17 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
 }
 
-OrtCustomOp make_op() {
+}  // namespace
+
+OrtCustomOp make_wavernn_loop_op() {
   OrtCustomOp op;
   init_custom_op(&op);
   op.GetName = name;
@@ -348,13 +361,6 @@ OrtCustomOp make_op() {
   op.KernelComputeV2 = compute;
   op.KernelDestroy = destroy;
   return op;
-}
-
-}  // namespace
-
-OrtCustomOp* wavernn_loop_op() {
-  static OrtCustomOp op = make_op();  // lives as long as the process: ORT keeps pointers to it
-  return &op;
 }
 
 }  // namespace waveopt
