@@ -43,9 +43,9 @@ demo: $(STAMP) native
 test: $(STAMP) native
 	$(BIN)/python -m pytest -q
 
-# The kernel test and the ORT glue under ASan + UBSan (about 2 minutes).
+# The kernel test and the ORT glue under ASan + UBSan, the thread team under TSan (about 3 minutes).
 native-sanitize: $(STAMP)
-	WAVEOPT_SANITIZE_TESTS=1 $(BIN)/python -m pytest -q tests/test_native_kernels.py
+	WAVEOPT_SANITIZE_TESTS=1 $(BIN)/python -m pytest -q tests/test_native_kernels.py tests/test_native_threads_tsan.py
 
 # Re-pin constraints.txt from what the venv has now.
 lock: $(STAMP)
