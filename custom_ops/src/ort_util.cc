@@ -1,5 +1,6 @@
 #include "ort_util.h"
 
+#include <cstdio>
 #include <cstring>
 
 namespace waveopt {
@@ -147,6 +148,12 @@ OrtStatus* parse_entry(const char* key, const char* text, TeamSettings* out) {
 
 }  // namespace
 
+bool ort_at_least(int major, int minor) {
+  int have_major = 0, have_minor = 0;
+  if (std::sscanf(g_api_base->GetVersionString(), "%d.%d", &have_major, &have_minor) != 2) return false;
+  return have_major > major || (have_major == major && have_minor >= minor);
+}
+
 OrtStatus* session_team_settings(const OrtSessionOptions* options, TeamSettings* out) {
   for (const char* key : {kThreadsKey, kPinKey}) {
     int has = 0;
@@ -163,8 +170,10 @@ OrtStatus* session_team_settings(const OrtSessionOptions* options, TeamSettings*
 
 OrtStatus* kernel_team_settings(const OrtCustomOp* op, const OrtKernelInfo* info, TeamSettings* out) {
   TeamSettings configured = reinterpret_cast<const WaveoptOp*>(op)->settings;
-  // OrtApi 24 (ORT 1.24) added KernelInfo_GetConfigEntries; older runtimes return nullptr here.
-  if (const OrtApi* api24 = g_api_base->GetApi(24)) {
+  // OrtApi 24 (ORT 1.24) added KernelInfo_GetConfigEntries. Asked only of a runtime that
+  // has it: older ones return nullptr but also log an error for the request.
+  const OrtApi* api24 = ort_at_least(1, 24) ? g_api_base->GetApi(24) : nullptr;
+  if (api24) {
     OrtKeyValuePairs* entries = nullptr;
     WAVEOPT_RETURN_IF_ERROR(api24->KernelInfo_GetConfigEntries(info, &entries));
     OrtStatus* status = nullptr;

@@ -75,6 +75,9 @@ struct WaveoptOp {
 constexpr const char* kThreadsKey = "waveopt.threads";
 constexpr const char* kPinKey = "waveopt.pin";
 
+// Whether the ONNX Runtime running us is at least major.minor (its version string).
+bool ort_at_least(int major, int minor);
+
 // "waveopt.threads" and "waveopt.pin" of a session's options (unset ones stay unset).
 OrtStatus* session_team_settings(const OrtSessionOptions* options, TeamSettings* out);
 // The settings a kernel of `op` runs with: the session's entries as read at registration;
