@@ -9,11 +9,17 @@
 // Attribute quant "none" (default) | "int8" | "int16": integer products (kernels.h), W
 // quantized per output column when packed, each x_i row quantized at every call with its own
 // scale (largest |x| of the row: no calibration needed, nothing clipped).
+// Bad input: N = 0 (W [K, 0]) is an error (a layer with no outputs is a broken model), as are
+// non-finite weights with quant int8/int16 (they have no integer form). A row of x holding a
+// NaN gives a row of NaN in Y, as x·W + b does in IEEE arithmetic (numpy), whatever the
+// activation and precision (the kernels' relu/tanh/sigmoid and the quantizer would otherwise
+// turn NaN into numbers); infinities are not treated specially.
 // Threads: the kernel's team (see thread_team.h; "waveopt.threads") splits the rows of x into
 // one contiguous range per member when there are at least 16 per member, else the output
 // columns (whole 16-column panels); either way each output element is computed by one member
 // with the same kernel and summation order, so Y is bit-identical for any thread count.
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,7 +65,7 @@ OrtStatus* pack_blocks(const float* w, int64_t n, const std::vector<int64_t>& sp
     const int64_t k = splits[i];
     // A [k, n] block of a row-major [sum K, n] matrix is itself row-major [k, n].
     out->push_back(std::make_unique<Linear>());
-    if (k > 0 || n < 1) {
+    if (k > 0) {
       const std::string error = out->back()->pack(w + row * n, n, k, true, 1, nullptr, bits);
       if (!error.empty())
         return make_error("FusedDense: W (rows " + std::to_string(row) + ".." + std::to_string(row + k) + ") " + error,
@@ -89,6 +95,20 @@ void quantize_rows(const WaveoptKernels* kernels, const WaveoptPackedQ* w, const
                       inv_scale, 0, -WAVEOPT_Q16_MAX, WAVEOPT_Q16_MAX, 16, xq, static_cast<size_t>(w->k_pad));
 }
 
+std::string no_outputs(const std::vector<int64_t>& w_shape) {
+  return "FusedDense: W is " + shape_string(w_shape) + ": no output columns (N = 0)";
+}
+
+// Whether row `r` of any x_i holds a NaN.
+bool row_has_nan(const std::vector<TensorView>& x, const std::vector<int64_t>& splits, int64_t r) {
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float* row = x[i].data + r * splits[i];
+    for (int64_t c = 0; c < splits[i]; ++c)
+      if (row[c] != row[c]) return true;
+  }
+  return false;
+}
+
 OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info, void** kernel) {
   const Dispatch& dispatch_info = dispatch();
   if (!dispatch_info.kernels) return make_error(dispatch_info.error, ORT_FAIL);
@@ -108,6 +128,8 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*, cons
   TensorView w;
   bool constant = false;
   WAVEOPT_RETURN_IF_ERROR(constant_input(info, count - 2, &w, &constant));
+  if (constant && w.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && w.shape.size() == 2 && w.shape[1] == 0)
+    return make_error(no_outputs(w.shape));
   if (constant && w.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && w.shape.size() == 2) {
     std::vector<int64_t> splits;
     bool known = true;
@@ -160,6 +182,7 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   if (w.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || w.shape.size() != 2)
     return make_error("FusedDense: W must be float32 [sum K_i, N], got " + shape_string(w.shape));
   const int64_t n = w.shape[1];
+  if (n == 0) return make_error(no_outputs(w.shape));
   if (b.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || b.shape != std::vector<int64_t>{n})
     return make_error("FusedDense: b must be float32 [" + std::to_string(n) + "], got " + shape_string(b.shape));
   std::vector<int64_t> lead, splits;
@@ -246,6 +269,9 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
         block.compute(k.kernels, xv, chunk, pr, i == 0 ? nullptr : y_chunk, static_cast<size_t>(n), nullptr, nullptr,
                       act, y_chunk, static_cast<size_t>(n), i == 0 ? bias.get() : nullptr);
       }
+      for (size_t r = 0; r < chunk; ++r)
+        if (row_has_nan(x, splits, r0 + static_cast<int64_t>(r)))
+          for (int64_t j = c0; j < c1; ++j) y_chunk[r * n + j] = std::numeric_limits<float>::quiet_NaN();
     }
   };
   float* q_base = bias.get() + n_pad;

@@ -8,7 +8,11 @@
 //    4 u1 [3H], 5 u2 [3H], 6 u3 [F]   multiplied by s_t and added to gi1, gi2, f1
 //    7 W_hh1 [3H, H], 8 b_hh1 [3H], 9 W_x2 [3H, H], 10 W_hh2 [3H, H], 11 b_hh2 [3H]
 //   12 W_fc1 [F, H], 13 W_fc2 [F, F], 14 W_fc3 [N, F], 15 b_fc3 [N]
-//   16 noise [T, B, 2] (teacher_forced=0) or prev_samples [T, B] (teacher_forced=1)
+//   16 noise [T, B, 2] (teacher_forced=0) or prev_samples [T, B] (teacher_forced=1);
+//      noise values must lie in the open interval (0, 1) (the sampler takes the inverse CDF at
+//      u and MOL's logistic log(u) - log(1 - u)): any other value (0, 1, negative, > 1, NaN)
+//      is refused with an error naming the first one, not clamped (a caller with such noise
+//      has a bug that clamping would hide)
 //   17 x0 [B] (optional, free-running only): s_0; 0 when absent
 // Attributes: mode "raw" | "mol" (N = 30), teacher_forced 0 | 1,
 //   quant "none" (default) | "int8" | "int16": integer matrix products (kernels.h; weights
@@ -182,6 +186,19 @@ OrtStatus* weight_dims(const TensorView* t, LoopDims* d, SampleMode mode, bool t
   return nullptr;
 }
 
+// noise [T, B, 2] must be in (0, 1): NaN fails both comparisons.
+OrtStatus* check_noise(const float* noise, int64_t T, int64_t B) {
+  for (int64_t i = 0; i < T * B * 2; ++i)
+    if (!(noise[i] > 0.0f && noise[i] < 1.0f)) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%g", static_cast<double>(noise[i]));
+      return make_error("WaveRNNLoop: noise[" + std::to_string(i / (2 * B)) + ", " + std::to_string(i / 2 % B) + ", " +
+                        std::to_string(i % 2) + "] = " + value +
+                        " is outside (0, 1); the sampler's noise must be uniform in the open interval (0, 1)");
+    }
+  return nullptr;
+}
+
 OrtStatus* pack_weights(const TensorView* t, const LoopDims& d, const LoopQuant& quant, LoopWeights* w) {
   const std::string error = w->pack(d, t[7].data, t[8].data, t[9].data, t[10].data, t[11].data, t[12].data,
                                     t[13].data, t[14].data, t[15].data, quant);
@@ -292,6 +309,7 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
     if (t[17].value) return make_error("WaveRNNLoop: x0 is for free-running loops; teacher-forced reads prev_samples");
   } else {
     WAVEOPT_RETURN_IF_ERROR(expect_shape(t[16], 16, k.teacher, {T, B, 2}));
+    WAVEOPT_RETURN_IF_ERROR(check_noise(t[16].data, T, B));
     if (t[17].value) WAVEOPT_RETURN_IF_ERROR(expect_shape(t[17], 17, k.teacher, {B}));
   }
 
