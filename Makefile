@@ -43,9 +43,9 @@ demo: $(STAMP) native
 test: $(STAMP) native
 	$(BIN)/python -m pytest -q
 
-# The kernel test and the ORT glue under ASan + UBSan (about 2 minutes).
+# The kernel test and the ORT glue under ASan + UBSan, the thread team under TSan (about 3 minutes).
 native-sanitize: $(STAMP)
-	WAVEOPT_SANITIZE_TESTS=1 $(BIN)/python -m pytest -q tests/test_native_kernels.py
+	WAVEOPT_SANITIZE_TESTS=1 $(BIN)/python -m pytest -q tests/test_native_kernels.py tests/test_native_threads_tsan.py
 
 # The oldest ONNX Runtime we claim (1.17, ORT API 17) in a second venv, with the op library of
 # `make native`: the CLI's raw/portable/native files loaded and vocoded, the portable pipeline

@@ -336,7 +336,8 @@ def test_triton_config_of_a_native_model(capsys, workdir, exports):
     assert config.name == "wavernn_native" and config.backend == "onnxruntime" and config.max_batch_size == 0
     assert config.default_model_filename == "wavernn.native.onnx"
     assert list(config.model_operations.op_library_filename) == ["/opt/waveopt/libwaveopt_ops.so"]
-    assert config.parameters["intra_op_thread_count"].string_value == "2"
+    assert config.parameters["intra_op_thread_count"].string_value == "1"  # the ops' team does the work
+    assert "WAVEOPT_THREADS=2" in out
     session = ort.InferenceSession(exports("raw").SerializeToString(), providers=["CPUExecutionProvider"])
     declared = {i.name: [d if isinstance(d, int) else -1 for d in i.shape] for i in session.get_inputs()}
     assert {i.name: list(i.dims) for i in config.input} == declared

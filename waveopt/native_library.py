@@ -34,14 +34,15 @@ def built() -> bool:
     return library_path().is_file()
 
 
-def build(verbose: bool = False, build_dir: str | os.PathLike | None = None, sanitize: bool = False,
+def build(verbose: bool = False, build_dir: str | os.PathLike | None = None, sanitize: bool | str = False,
           jobs: int | None = None) -> Path:
     """Configure and build the library (CMake, Release, -O3) and return the build directory.
 
     Incremental: a second call with nothing changed only checks timestamps. ONNX Runtime's
     headers come from ``$ORT_INCLUDE_DIR`` or are fetched once into ~/.cache/waveopt
     (custom_ops/fetch_ort_headers.sh). ``sanitize=True`` builds the ASan+UBSan variant into
-    ``custom_ops/build/sanitize`` (for ``waveopt_kernel_test``; not for loading into Python).
+    ``custom_ops/build/sanitize``, ``sanitize="thread"`` the ThreadSanitizer one into
+    ``custom_ops/build/tsan`` (for ``waveopt_kernel_test``; not for loading into Python).
     """
     if not (SOURCE_DIR / "CMakeLists.txt").is_file():
         raise WaveoptError(f"no custom_ops/CMakeLists.txt next to the waveopt package ({SOURCE_DIR}); "
@@ -49,9 +50,10 @@ def build(verbose: bool = False, build_dir: str | os.PathLike | None = None, san
     cmake = shutil.which("cmake")
     if cmake is None:
         raise WaveoptError("cmake not found on PATH; install cmake >= 3.18 to build the native ops")
-    out = Path(build_dir) if build_dir else SOURCE_DIR / "build" / ("sanitize" if sanitize else "release")
+    flag, folder = {False: ("OFF", "release"), True: ("ON", "sanitize"), "thread": ("thread", "tsan")}[sanitize]
+    out = Path(build_dir) if build_dir else SOURCE_DIR / "build" / folder
     configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DWAVEOPT_SANITIZE={'ON' if sanitize else 'OFF'}"]
+                 f"-DWAVEOPT_SANITIZE={flag}"]
     if os.environ.get("ORT_INCLUDE_DIR"):
         configure.append(f"-DORT_INCLUDE_DIR={os.environ['ORT_INCLUDE_DIR']}")
     jobs = jobs or min(4, os.cpu_count() or 1)

@@ -21,22 +21,31 @@ __all__ = ["session", "session_options", "native_session_options", "time_calls",
 Model = str | os.PathLike | bytes | onnx.ModelProto
 
 
-def session_options(threads: int = 1) -> ort.SessionOptions:
-    """CPU session options: ``threads`` intra-op threads, no inter-op parallelism, no spinning."""
+def session_options(threads: int = 1, native: bool = False) -> ort.SessionOptions:
+    """CPU session options: ``threads`` threads, no inter-op parallelism.
+
+    ``threads`` also becomes the session config entry ``waveopt.threads``: the worker team of
+    each WaveRNNLoop / FusedDense kernel (README "Threads"). With ``native`` (the model's work
+    is in those ops) ORT itself runs 1 intra-op thread without spinning, so its pool never
+    competes with the ops' team for the cores; otherwise ORT runs ``threads`` intra-op threads
+    (spinning only when there are several). Register the op library after this (it reads the
+    entry when it is registered).
+    """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = 1 if native else threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    if threads == 1:
+    options.add_session_config_entry("waveopt.threads", str(threads))
+    if threads == 1 or native:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
 def native_session_options(threads: int = 1) -> ort.SessionOptions:
     """:func:`session_options` with waveopt's native op library registered."""
-    return register(session_options(threads))
+    return register(session_options(threads, native=True))
 
 
 def session(model: Model, threads: int = 1, options: ort.SessionOptions | None = None, *,
@@ -46,12 +55,14 @@ def session(model: Model, threads: int = 1, options: ort.SessionOptions | None =
 
     Without ``options``, :func:`session_options` (``threads``); the native op library is
     registered when ``native`` says so, or (``native=None``) when the model imports its
-    domain. ``configure`` adjusts the options last (profiling, optimization level, ...).
+    domain; then ``threads`` go to the ops' own worker team and ORT runs one intra-op thread
+    (``session_options(threads, native=True)``). ``configure`` adjusts the options last
+    (profiling, optimization level, ...).
     """
     if options is None:
-        options = session_options(threads)
         if native is None:
             native = uses_native_ops(_header(model))
+        options = session_options(threads, native=native)
         if native:
             register(options)
     if configure is not None:

@@ -44,6 +44,7 @@ def triton_config(model: onnx.ModelProto, name: str, model_filename: str, librar
         raise WaveoptError("--threads and --instances must be at least 1")
     if not name or any(c in name for c in '"\\/\n'):
         raise WaveoptError(f"--name {name!r}: a Triton model name is one directory name, without quotes")
+    native = uses_native_ops(model)
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
     lines = [f"# Triton model repository: <repo>/{name}/config.pbtxt (this file), <repo>/{name}/1/{model_filename}",
@@ -54,9 +55,11 @@ def triton_config(model: onnx.ModelProto, name: str, model_filename: str, librar
              _tensors("input", inputs),
              _tensors("output", list(model.graph.output)),
              f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]",
-             f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{threads}" }} }}',
+             # The native ops run their own worker team: ORT's pool stays at one thread.
+             f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{1 if native else threads}" }} }}',
              'parameters { key: "inter_op_thread_count" value: { string_value: "1" } }']
-    if uses_native_ops(model):
+    if native:
+        lines.insert(1, f"# the native ops' worker team: start tritonserver with WAVEOPT_THREADS={threads}")
         if library is None:
             raise WaveoptError("the model uses waveopt's native ops: give the op library's path on the server")
         lines.append(f'model_operations {{ op_library_filename: "{library}" }}')

@@ -6,11 +6,28 @@
 namespace waveopt {
 namespace {
 
+// Every table, best first: what the CPU needs for it, in words and as a test. The automatic
+// choice and WAVEOPT_ISA both walk this one list.
+struct IsaEntry {
+  const char* name;
+  const char* needs;  // "" for none
+  bool (*runs_on)(const Dispatch&);
+  const WaveoptKernels* (*table)();
+};
+
 bool has_avx2(const Dispatch& d) { return d.cpu_avx2 && d.cpu_fma; }
 bool has_avx512(const Dispatch& d) {
   return d.cpu_avx512f && d.cpu_avx512bw && d.cpu_avx512vl && d.cpu_fma;
 }
 bool has_avx512vnni(const Dispatch& d) { return has_avx512(d) && d.cpu_avx512vnni; }
+bool always(const Dispatch&) { return true; }
+
+const IsaEntry kIsas[] = {
+    {"avx512vnni", "avx512f+avx512bw+avx512vl+avx512vnni+fma", has_avx512vnni, waveopt_kernels_avx512vnni},
+    {"avx512", "avx512f+avx512bw+avx512vl+fma", has_avx512, waveopt_kernels_avx512},
+    {"avx2", "avx2+fma", has_avx2, waveopt_kernels_avx2},
+    {"scalar", "", always, waveopt_kernels_scalar},
+};
 
 Dispatch decide() {
   Dispatch d;
@@ -24,48 +41,29 @@ Dispatch decide() {
   const char* env = std::getenv("WAVEOPT_ISA");
   d.requested = env && *env ? env : "auto";
   const std::string& want = d.requested;
-  if (want == "auto") {
-    if (has_avx512vnni(d)) {
-      d.kernels = waveopt_kernels_avx512vnni();
-      d.reason = "best the CPU has: avx512f+avx512bw+avx512vl+avx512vnni+fma";
-    } else if (has_avx512(d)) {
-      d.kernels = waveopt_kernels_avx512();
-      d.reason = "best the CPU has: avx512f+avx512bw+avx512vl+fma (no avx512vnni)";
-    } else if (has_avx2(d)) {
-      d.kernels = waveopt_kernels_avx2();
-      d.reason = "best the CPU has: avx2+fma (no avx512f/bw/vl)";
-    } else {
-      d.kernels = waveopt_kernels_scalar();
-      d.reason = "the CPU has neither avx2+fma nor avx512";
+  std::string lacking;  // auto: what the better tables needed
+  std::string names;
+  for (const IsaEntry& isa : kIsas) {
+    names += std::string(names.empty() ? "" : ", ") + isa.name;
+    if (want == "auto") {
+      if (isa.runs_on(d)) {
+        d.kernels = isa.table();
+        d.reason = *isa.needs ? std::string("best the CPU has: ") + isa.needs : "the CPU has no SIMD table's features";
+        if (!lacking.empty()) d.reason += " (no " + lacking + ")";
+        return d;
+      }
+      if (lacking.empty()) lacking = isa.needs;
+    } else if (want == isa.name) {
+      if (isa.runs_on(d)) {
+        d.kernels = isa.table();
+        d.reason = "forced by WAVEOPT_ISA=" + want;
+      } else {
+        d.error = d.reason = "WAVEOPT_ISA=" + want + " but this CPU lacks " + isa.needs;
+      }
+      return d;
     }
-  } else if (want == "scalar") {
-    d.kernels = waveopt_kernels_scalar();
-    d.reason = "forced by WAVEOPT_ISA=scalar";
-  } else if (want == "avx2") {
-    if (has_avx2(d)) {
-      d.kernels = waveopt_kernels_avx2();
-      d.reason = "forced by WAVEOPT_ISA=avx2";
-    } else {
-      d.error = "WAVEOPT_ISA=avx2 but this CPU lacks avx2+fma";
-    }
-  } else if (want == "avx512") {
-    if (has_avx512(d)) {
-      d.kernels = waveopt_kernels_avx512();
-      d.reason = "forced by WAVEOPT_ISA=avx512";
-    } else {
-      d.error = "WAVEOPT_ISA=avx512 but this CPU lacks avx512f+avx512bw+avx512vl+fma";
-    }
-  } else if (want == "avx512vnni") {
-    if (has_avx512vnni(d)) {
-      d.kernels = waveopt_kernels_avx512vnni();
-      d.reason = "forced by WAVEOPT_ISA=avx512vnni";
-    } else {
-      d.error = "WAVEOPT_ISA=avx512vnni but this CPU lacks avx512f+avx512bw+avx512vl+avx512vnni+fma";
-    }
-  } else {
-    d.error = "WAVEOPT_ISA=" + want + " is not one of scalar, avx2, avx512, avx512vnni (or unset for auto)";
   }
-  if (!d.error.empty()) d.reason = d.error;
+  d.error = d.reason = "WAVEOPT_ISA=" + want + " is not one of " + names + " (or unset for auto)";
   return d;
 }
 
@@ -78,10 +76,8 @@ const Dispatch& dispatch() {
 
 const WaveoptKernels* kernels_for(const std::string& isa) {
   const Dispatch& d = dispatch();
-  if (isa == "scalar") return waveopt_kernels_scalar();
-  if (isa == "avx2") return has_avx2(d) ? waveopt_kernels_avx2() : nullptr;
-  if (isa == "avx512") return has_avx512(d) ? waveopt_kernels_avx512() : nullptr;
-  if (isa == "avx512vnni") return has_avx512vnni(d) ? waveopt_kernels_avx512vnni() : nullptr;
+  for (const IsaEntry& entry : kIsas)
+    if (isa == entry.name) return entry.runs_on(d) ? entry.table() : nullptr;
   return nullptr;
 }
 

@@ -61,13 +61,16 @@ typedef void (*waveopt_gemm_fn)(const WaveoptPacked* w, const float* x, size_t l
                                 const float* addend, size_t ld_add, const float* s, const float* u,
                                 int act, float* y, size_t ldy);
 
-/* One GRU cell's gate math for `rows` batch rows (PyTorch GRUCell semantics):
+/* One GRU cell's gate math for `units` hidden units of `rows` batch rows (PyTorch GRUCell
+ * semantics):
  *   r = σ(gi_r + s·u_r + gx_r + gh_r),  z = σ(gi_z + s·u_z + gx_z + gh_z)
  *   n = tanh(gi_n + s·u_n + gx_n + r ⊙ gh_n),  h' = (h - n) ⊙ z + n
- * gi [rows, ld_gi] with gates at columns 0, hidden, 2·hidden; u [3·hidden] (or s, u NULL);
- * gx and gh [rows, ld_g] with gates at columns 0, gate_pad, 2·gate_pad (gx may be NULL);
- * h, h_out [rows, ld_h]. With `add` non-NULL also sum_out[b] = h'[b] + add[b] ([rows, ld_h]). */
-typedef void (*waveopt_gru_gates_fn)(size_t hidden, size_t gate_pad, size_t rows,
+ * gi [rows, ld_gi] with gates at columns 0, hidden, 2·hidden; u with gates at 0, hidden,
+ * 2·hidden (or s, u NULL); gx and gh [rows, ld_g] with gates at columns 0, gate_pad,
+ * 2·gate_pad (gx may be NULL); h, h_out [rows, ld_h]. With `add` non-NULL also
+ * sum_out[b] = h'[b] + add[b] ([rows, ld_h]). units = hidden is the whole cell; a thread
+ * team's member passes its own units (pointers offset to its first unit, a multiple of 16). */
+typedef void (*waveopt_gru_gates_fn)(size_t units, size_t hidden, size_t gate_pad, size_t rows,
                                      const float* gi, size_t ld_gi, const float* s, const float* u,
                                      const float* gx, const float* gh, size_t ld_g,
                                      const float* h, float* h_out, size_t ld_h,

@@ -54,7 +54,7 @@ void gemm(const WaveoptPacked* w, const float* x, size_t ldx, size_t rows, const
   }
 }
 
-void gru_gates(size_t hidden, size_t gate_pad, size_t rows, const float* gi, size_t ld_gi,
+void gru_gates(size_t units, size_t hidden, size_t gate_pad, size_t rows, const float* gi, size_t ld_gi,
                const float* s, const float* u, const float* gx, const float* gh, size_t ld_g,
                const float* h, float* h_out, size_t ld_h, const float* add, float* sum_out) {
   const size_t H = hidden, G = gate_pad;
@@ -62,7 +62,7 @@ void gru_gates(size_t hidden, size_t gate_pad, size_t rows, const float* gi, siz
     const float* gib = gi + b * ld_gi;
     const float* ghb = gh + b * ld_g;
     const float* gxb = gx ? gx + b * ld_g : nullptr;
-    for (size_t j = 0; j < H; ++j) {
+    for (size_t j = 0; j < units; ++j) {
       float in_r = gib[j], in_z = gib[H + j], in_n = gib[2 * H + j];
       if (s) {
         in_r += s[b] * u[j];

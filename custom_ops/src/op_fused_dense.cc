@@ -9,12 +9,23 @@
 // Attribute quant "none" (default) | "int8" | "int16": integer products (kernels.h), W
 // quantized per output column when packed, each x_i row quantized at every call with its own
 // scale (largest |x| of the row: no calibration needed, nothing clipped).
+// Bad input: N = 0 (W [K, 0]) is an error (a layer with no outputs is a broken model), as are
+// non-finite weights with quant int8/int16 (they have no integer form). A row of x holding a
+// NaN gives a row of NaN in Y, as x·W + b does in IEEE arithmetic (numpy), whatever the
+// activation and precision (the kernels' relu/tanh/sigmoid and the quantizer would otherwise
+// turn NaN into numbers); infinities are not treated specially.
+// Threads: the kernel's team (see thread_team.h; "waveopt.threads") splits the rows of x into
+// one contiguous range per member when there are at least 16 per member, else the output
+// columns (whole 16-column panels); either way each output element is computed by one member
+// with the same kernel and summation order, so Y is bit-identical for any thread count.
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "dispatch.h"
+#include "linear.h"
 #include "ort_util.h"
 #include "pack.h"
 
@@ -22,19 +33,19 @@ namespace waveopt {
 namespace {
 
 constexpr size_t kRowChunk = 64;  // rows per GEMM call: a chunk's weights stay in cache
+constexpr int64_t kMinRowsPerMember = 16;  // fewer rows: members split the columns instead
+
+using Blocks = std::vector<std::unique_ptr<Linear>>;
 
 struct DenseKernel {
   int act = WAVEOPT_ACT_NONE;
   const WaveoptKernels* kernels = nullptr;
   std::vector<int64_t> packed_splits;  // K_i the constant W was packed for
-  std::vector<std::unique_ptr<PackedMatrix>> packed;
-  std::vector<std::unique_ptr<QuantizedMatrix>> qpacked;  // with bits 8 or 16, instead of packed
+  Blocks packed;
   const float* packed_source = nullptr;
   int bits = 0;
+  std::unique_ptr<ThreadTeam> team;
 };
-
-using Blocks = std::vector<std::unique_ptr<PackedMatrix>>;
-using QBlocks = std::vector<std::unique_ptr<QuantizedMatrix>>;
 
 bool parse_activation(const std::string& name, int* act) {
   if (name == "none") *act = WAVEOPT_ACT_NONE;
@@ -47,22 +58,19 @@ bool parse_activation(const std::string& name, int* act) {
 
 // W [sum K, N] split into row blocks of K_i rows, each packed as an N × K_i matrix (float32,
 // or quantized when bits is 8 or 16).
-OrtStatus* pack_blocks(const float* w, int64_t n, const std::vector<int64_t>& splits, int bits, Blocks* out,
-                       QBlocks* qout) {
+OrtStatus* pack_blocks(const float* w, int64_t n, const std::vector<int64_t>& splits, int bits, Blocks* out) {
   out->clear();
-  qout->clear();
   int64_t row = 0;
-  for (int64_t k : splits) {
+  for (size_t i = 0; i < splits.size(); ++i) {
+    const int64_t k = splits[i];
     // A [k, n] block of a row-major [sum K, n] matrix is itself row-major [k, n].
-    bool ok;
-    if (bits) {
-      qout->push_back(std::make_unique<QuantizedMatrix>());
-      ok = qout->back()->pack(w + row * n, n, k, true, 1, nullptr, bits);
-    } else {
-      out->push_back(std::make_unique<PackedMatrix>());
-      ok = out->back()->pack(w + row * n, n, k, true, 1, nullptr);
+    out->push_back(std::make_unique<Linear>());
+    if (k > 0) {
+      const std::string error = out->back()->pack(w + row * n, n, k, true, 1, nullptr, bits);
+      if (!error.empty())
+        return make_error("FusedDense: W (rows " + std::to_string(row) + ".." + std::to_string(row + k) + ") " + error,
+                          error.find("out of memory") != std::string::npos ? ORT_FAIL : ORT_INVALID_ARGUMENT);
     }
-    if (!ok) return make_error("FusedDense: out of memory", ORT_FAIL);
     row += k;
   }
   return nullptr;
@@ -87,7 +95,21 @@ void quantize_rows(const WaveoptKernels* kernels, const WaveoptPackedQ* w, const
                       inv_scale, 0, -WAVEOPT_Q16_MAX, WAVEOPT_Q16_MAX, 16, xq, static_cast<size_t>(w->k_pad));
 }
 
-OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info, void** kernel) {
+std::string no_outputs(const std::vector<int64_t>& w_shape) {
+  return "FusedDense: W is " + shape_string(w_shape) + ": no output columns (N = 0)";
+}
+
+// Whether row `r` of any x_i holds a NaN.
+bool row_has_nan(const std::vector<TensorView>& x, const std::vector<int64_t>& splits, int64_t r) {
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float* row = x[i].data + r * splits[i];
+    for (int64_t c = 0; c < splits[i]; ++c)
+      if (row[c] != row[c]) return true;
+  }
+  return false;
+}
+
+OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info, void** kernel) {
   const Dispatch& dispatch_info = dispatch();
   if (!dispatch_info.kernels) return make_error(dispatch_info.error, ORT_FAIL);
   auto k = std::make_unique<DenseKernel>();
@@ -106,6 +128,8 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
   TensorView w;
   bool constant = false;
   WAVEOPT_RETURN_IF_ERROR(constant_input(info, count - 2, &w, &constant));
+  if (constant && w.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && w.shape.size() == 2 && w.shape[1] == 0)
+    return make_error(no_outputs(w.shape));
   if (constant && w.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && w.shape.size() == 2) {
     std::vector<int64_t> splits;
     bool known = true;
@@ -131,11 +155,15 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
     int64_t total = 0;
     for (int64_t s : splits) total += s;
     if (known && total == w.shape[0]) {
-      WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, w.shape[1], splits, k->bits, &k->packed, &k->qpacked));
+      WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, w.shape[1], splits, k->bits, &k->packed));
       k->packed_splits = splits;
       k->packed_source = w.data;
     }
   }
+  TeamSettings settings;
+  WAVEOPT_RETURN_IF_ERROR(kernel_team_settings(op, info, &settings));
+  k->team = std::make_unique<ThreadTeam>(settings.threads, settings.pin == 1);  // last: nothing fails after
+  k->team->set_adaptive(settings.adaptive == 1);
   *kernel = k.release();
   return nullptr;
 }
@@ -154,6 +182,7 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   if (w.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || w.shape.size() != 2)
     return make_error("FusedDense: W must be float32 [sum K_i, N], got " + shape_string(w.shape));
   const int64_t n = w.shape[1];
+  if (n == 0) return make_error(no_outputs(w.shape));
   if (b.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || b.shape != std::vector<int64_t>{n})
     return make_error("FusedDense: b must be float32 [" + std::to_string(n) + "], got " + shape_string(b.shape));
   std::vector<int64_t> lead, splits;
@@ -187,55 +216,74 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   if (rows == 0 || n == 0) return nullptr;
 
   const Blocks* blocks = &k.packed;
-  const QBlocks* qblocks = &k.qpacked;
   Blocks local;
-  QBlocks qlocal;
-  if ((k.packed.empty() && k.qpacked.empty()) || k.packed_source != w.data || k.packed_splits != splits) {
-    WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, n, splits, k.bits, &local, &qlocal));
+  if (k.packed.empty() || k.packed_source != w.data || k.packed_splits != splits) {
+    WAVEOPT_RETURN_IF_ERROR(pack_blocks(w.data, n, splits, k.bits, &local));
     blocks = &local;
-    qblocks = &qlocal;
   }
-  // The bias, padded to whole panels as the kernels read it; with quant, room for one
-  // chunk's quantized rows (2 bytes each at most) and their scales.
+  // The bias, padded to whole panels as the kernels read it; with quant, room for one chunk's
+  // quantized rows (2 bytes each at most) and their scales per member.
+  const int members = k.team->size();
   int64_t max_k = 0;
   for (int64_t s_i : splits) max_k = s_i > max_k ? s_i : max_k;
-  const int64_t q_floats = k.bits ? static_cast<int64_t>(kRowChunk) * (round_up(max_k, 4) / 2 + 2) : 0;
-  AlignedBuffer bias = aligned_floats(static_cast<size_t>(round_up(n, WAVEOPT_PANEL) + q_floats));
+  const int64_t q_floats = k.bits ? round_up(static_cast<int64_t>(kRowChunk) * (round_up(max_k, 4) / 2 + 2), 16) : 0;
+  const int64_t n_pad = round_up(n, WAVEOPT_PANEL);
+  AlignedBuffer bias = aligned_floats(static_cast<size_t>(n_pad + members * q_floats));
   if (!bias) return make_error("FusedDense: out of memory", ORT_FAIL);
   for (int64_t j = 0; j < n; ++j) bias[j] = b.data[j];
-  float* inv_scale = bias.get() + round_up(n, WAVEOPT_PANEL);
-  float* scale = inv_scale + kRowChunk;
-  void* xq = scale + kRowChunk;
 
-  for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
-    const size_t chunk = static_cast<size_t>(rows - r0 < static_cast<int64_t>(kRowChunk) ? rows - r0 : kRowChunk);
-    float* y_chunk = y + r0 * n;
-    for (size_t i = 0; i < m; ++i) {
-      const int act = i + 1 == m ? k.act : WAVEOPT_ACT_NONE;
-      const float* block_bias = i == 0 ? bias.get() : nullptr;
-      if (splits[i] == 0) {  // an empty block contributes nothing (but may carry bias and act)
-        if (i == 0)
-          for (size_t r = 0; r < chunk; ++r)
-            for (int64_t j = 0; j < n; ++j) y_chunk[r * n + j] = bias[j];
-        if (act != WAVEOPT_ACT_NONE) k.kernels->activate(y_chunk, chunk * n, act);
-        continue;
+  // Rows [rr) × column panels [pr) of Y, by one member with its own quantization scratch.
+  auto tile = [&](Range rr, Range pr, float* q_scratch) {
+    const int64_t c0 = pr.begin * WAVEOPT_PANEL, c1 = pr.end * WAVEOPT_PANEL < n ? pr.end * WAVEOPT_PANEL : n;
+    if (rr.size() <= 0 || c1 <= c0) return;
+    float* inv_scale = q_scratch;
+    float* scale = inv_scale + kRowChunk;
+    void* xq = scale + kRowChunk;
+    for (int64_t r0 = rr.begin; r0 < rr.end; r0 += kRowChunk) {
+      const size_t chunk = static_cast<size_t>(rr.end - r0 < static_cast<int64_t>(kRowChunk) ? rr.end - r0 : kRowChunk);
+      float* y_chunk = y + r0 * n;
+      for (size_t i = 0; i < m; ++i) {
+        const int act = i + 1 == m ? k.act : WAVEOPT_ACT_NONE;
+        if (splits[i] == 0) {  // an empty block contributes nothing (but may carry bias and act)
+          for (size_t r = 0; r < chunk; ++r) {
+            if (i == 0)
+              for (int64_t j = c0; j < c1; ++j) y_chunk[r * n + j] = bias[j];
+            if (act != WAVEOPT_ACT_NONE) k.kernels->activate(y_chunk + r * n + c0, static_cast<size_t>(c1 - c0), act);
+          }
+          continue;
+        }
+        const Linear& block = *(*blocks)[i];
+        StepVector xv;
+        const float* xi = x[i].data + r0 * splits[i];
+        if (k.bits) {
+          quantize_rows(k.kernels, block.quant_view(), xi, chunk, inv_scale, scale, xq);
+          xv.q.q = xq;
+          xv.q.ld = static_cast<size_t>(block.k_pad());
+          xv.q.scale = scale;
+          xv.q.zero = k.bits == 8 ? 128 : 0;
+        } else {
+          xv.f = const_cast<float*>(xi);  // only read
+          xv.ld = static_cast<size_t>(splits[i]);
+        }
+        // Blocks after the first accumulate into Y (read and written per element, in place).
+        block.compute(k.kernels, xv, chunk, pr, i == 0 ? nullptr : y_chunk, static_cast<size_t>(n), nullptr, nullptr,
+                      act, y_chunk, static_cast<size_t>(n), i == 0 ? bias.get() : nullptr);
       }
-      const float* xi = x[i].data + r0 * splits[i];
-      // Blocks after the first accumulate into Y (read and written per element, in place).
-      const float* addend = i == 0 ? nullptr : y_chunk;
-      if (k.bits) {
-        WaveoptPackedQ view = *(*qblocks)[i]->view();
-        view.bias = block_bias;
-        quantize_rows(k.kernels, &view, xi, chunk, inv_scale, scale, xq);
-        k.kernels->gemm_q(&view, xq, static_cast<size_t>(view.k_pad), chunk, scale, k.bits == 8 ? 128 : 0, addend,
-                          n, nullptr, nullptr, act, y_chunk, n);
-      } else {
-        WaveoptPacked view = *(*blocks)[i]->view();
-        view.bias = block_bias;
-        k.kernels->gemm(&view, xi, splits[i], chunk, addend, n, nullptr, nullptr, act, y_chunk, n);
-      }
+      for (size_t r = 0; r < chunk; ++r)
+        if (row_has_nan(x, splits, r0 + static_cast<int64_t>(r)))
+          for (int64_t j = c0; j < c1; ++j) y_chunk[r * n + j] = std::numeric_limits<float>::quiet_NaN();
     }
-  }
+  };
+  float* q_base = bias.get() + n_pad;
+  const Range all_rows{0, rows}, all_panels{0, n_pad / WAVEOPT_PANEL};
+  const bool split_rows = rows >= kMinRowsPerMember * members;
+  k.team->run([&](const Crew& crew) {
+    float* mine = q_base + crew.member() * q_floats;
+    if (split_rows || crew.members() == 1)
+      tile(crew.share(rows), all_panels, mine);
+    else
+      tile(all_rows, crew.share(all_panels.end), mine);
+  });
   return nullptr;
 }
 
@@ -250,7 +298,9 @@ OrtCustomOpInputOutputCharacteristic ORT_API_CALL variadic(const OrtCustomOp*, s
 }
 int ORT_API_CALL min_inputs(const OrtCustomOp*) { return 3; }
 
-OrtCustomOp make_op() {
+}  // namespace
+
+OrtCustomOp make_fused_dense_op() {
   OrtCustomOp op;
   init_custom_op(&op);
   op.GetName = name;
@@ -264,13 +314,6 @@ OrtCustomOp make_op() {
   op.KernelComputeV2 = compute;
   op.KernelDestroy = destroy;
   return op;
-}
-
-}  // namespace
-
-OrtCustomOp* fused_dense_op() {
-  static OrtCustomOp op = make_op();
-  return &op;
 }
 
 }  // namespace waveopt

@@ -3,6 +3,7 @@
 // but RegisterCustomOps, so this op is how Python (waveopt.ops.info()) asks it.
 #include <dlfcn.h>
 
+#include <memory>
 #include <string>
 
 #include "dispatch.h"
@@ -28,7 +29,12 @@ std::string library_file() {
   return "";
 }
 
-std::string info_json() {
+// The kernel: the team settings of the session that created it.
+struct InfoKernel {
+  TeamSettings team;
+};
+
+std::string info_json(const InfoKernel& k) {
   const Dispatch& d = dispatch();
   std::string s = "{";
   s += "\"isa\": " + json_string(d.kernels ? d.kernels->isa : "") + ", ";
@@ -40,25 +46,31 @@ std::string info_json() {
   s += "\"ort_version\": " + json_string(g_api_base->GetVersionString()) + ", ";
   s += "\"ort_api\": " + std::to_string(kOrtApiVersion) + ", ";
   s += "\"library\": " + json_string(library_file()) + ", ";
+  s += "\"threads\": " + std::to_string(k.team.threads) + ", ";
+  s += "\"pin\": " + std::string(json_bool(k.team.pin == 1)) + ", ";
+  s += "\"adaptive\": " + std::string(json_bool(k.team.adaptive == 1)) + ", ";
   s += "\"ops\": [\"WaveRNNLoop\", \"FusedDense\", \"WaveoptInfo\"]";
   return s + "}";
 }
 
-OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo*, void** kernel) {
-  *kernel = nullptr;
+OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
+                                      void** kernel) {
+  auto k = std::make_unique<InfoKernel>();
+  WAVEOPT_RETURN_IF_ERROR(kernel_team_settings(op, info, &k->team));
+  *kernel = k.release();
   return nullptr;
 }
 
-OrtStatus* ORT_API_CALL compute(void*, OrtKernelContext* context) {
+OrtStatus* ORT_API_CALL compute(void* kernel, OrtKernelContext* context) {
   const int64_t shape[1] = {1};
   OrtValue* output = nullptr;
   WAVEOPT_RETURN_IF_ERROR(g_api->KernelContext_GetOutput(context, 0, shape, 1, &output));
-  const std::string text = info_json();
+  const std::string text = info_json(*static_cast<const InfoKernel*>(kernel));
   const char* strings[1] = {text.c_str()};
   return g_api->FillStringTensor(output, strings, 1);
 }
 
-void ORT_API_CALL destroy(void*) {}
+void ORT_API_CALL destroy(void* kernel) { delete static_cast<InfoKernel*>(kernel); }
 const char* ORT_API_CALL name(const OrtCustomOp*) { return "WaveoptInfo"; }
 size_t ORT_API_CALL zero(const OrtCustomOp*) { return 0; }
 size_t ORT_API_CALL one(const OrtCustomOp*) { return 1; }
@@ -66,7 +78,9 @@ ONNXTensorElementDataType ORT_API_CALL string_type(const OrtCustomOp*, size_t) {
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING;
 }
 
-OrtCustomOp make_op() {
+}  // namespace
+
+OrtCustomOp make_info_op() {
   OrtCustomOp op;
   init_custom_op(&op);
   op.GetName = name;
@@ -78,13 +92,6 @@ OrtCustomOp make_op() {
   op.KernelComputeV2 = compute;
   op.KernelDestroy = destroy;
   return op;
-}
-
-}  // namespace
-
-OrtCustomOp* info_op() {
-  static OrtCustomOp op = make_op();
-  return &op;
 }
 
 }  // namespace waveopt

@@ -8,7 +8,11 @@
 //    4 u1 [3H], 5 u2 [3H], 6 u3 [F]   multiplied by s_t and added to gi1, gi2, f1
 //    7 W_hh1 [3H, H], 8 b_hh1 [3H], 9 W_x2 [3H, H], 10 W_hh2 [3H, H], 11 b_hh2 [3H]
 //   12 W_fc1 [F, H], 13 W_fc2 [F, F], 14 W_fc3 [N, F], 15 b_fc3 [N]
-//   16 noise [T, B, 2] (teacher_forced=0) or prev_samples [T, B] (teacher_forced=1)
+//   16 noise [T, B, 2] (teacher_forced=0) or prev_samples [T, B] (teacher_forced=1);
+//      noise values must lie in the open interval (0, 1) (the sampler takes the inverse CDF at
+//      u and MOL's logistic log(u) - log(1 - u)): any other value (0, 1, negative, > 1, NaN)
+//      is refused with an error naming the first one, not clamped (a caller with such noise
+//      has a bug that clamping would hide)
 //   17 x0 [B] (optional, free-running only): s_0; 0 when absent
 // Attributes: mode "raw" | "mol" (N = 30), teacher_forced 0 | 1,
 //   quant "none" (default) | "int8" | "int16": integer matrix products (kernels.h; weights
@@ -30,6 +34,10 @@
 // names a file at kernel creation, every Compute appends one JSON line to it:
 //   {"node": "<node name>", "kernel": K, "steps": T, "batch": B, "seconds": {"rnn1": ..., ...}}
 // (K numbers the timed kernels of the process in creation order). Unset: nothing is timed.
+//
+// Threads: each kernel has its own worker team (thread_team.h), started when the kernel is
+// created with the session's "waveopt.threads" (else WAVEOPT_THREADS, else 1) members; the
+// steps run on it as run_wavernn_loop describes, bit-identical for any thread count.
 //
 // Calibration: when WAVEOPT_ACT_STATS names a file at kernel creation, every Compute of a
 // float32 loop appends {"node": "<node name>", "fc1_max": ..., "fc2_max": ...}: the largest
@@ -70,6 +78,7 @@ struct LoopKernel {
   int64_t timer_kernel = 0;
   LoopQuant quant;
   std::string stats_path;  // WAVEOPT_ACT_STATS at creation (float32 loops only)
+  std::unique_ptr<ThreadTeam> team;  // "waveopt.threads" members, started with the kernel
 };
 
 std::mutex g_timer_file_mutex;
@@ -177,13 +186,27 @@ OrtStatus* weight_dims(const TensorView* t, LoopDims* d, SampleMode mode, bool t
   return nullptr;
 }
 
+// noise [T, B, 2] must be in (0, 1): NaN fails both comparisons.
+OrtStatus* check_noise(const float* noise, int64_t T, int64_t B) {
+  for (int64_t i = 0; i < T * B * 2; ++i)
+    if (!(noise[i] > 0.0f && noise[i] < 1.0f)) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%g", static_cast<double>(noise[i]));
+      return make_error("WaveRNNLoop: noise[" + std::to_string(i / (2 * B)) + ", " + std::to_string(i / 2 % B) + ", " +
+                        std::to_string(i % 2) + "] = " + value +
+                        " is outside (0, 1); the sampler's noise must be uniform in the open interval (0, 1)");
+    }
+  return nullptr;
+}
+
 OrtStatus* pack_weights(const TensorView* t, const LoopDims& d, const LoopQuant& quant, LoopWeights* w) {
   const std::string error = w->pack(d, t[7].data, t[8].data, t[9].data, t[10].data, t[11].data, t[12].data,
                                     t[13].data, t[14].data, t[15].data, quant);
-  return error.empty() ? nullptr : make_error(error, ORT_FAIL);
+  if (error.empty()) return nullptr;
+  return make_error(error, error.find("out of memory") != std::string::npos ? ORT_FAIL : ORT_INVALID_ARGUMENT);
 }
 
-OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info,
+OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
                                       void** kernel) {
   const Dispatch& dispatch_info = dispatch();
   if (!dispatch_info.kernels) return make_error(dispatch_info.error, ORT_FAIL);
@@ -223,6 +246,8 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
     if (k->node_name.empty()) WAVEOPT_RETURN_IF_ERROR(node_name(info, &k->node_name));
     k->timer_kernel = g_timed_kernels.fetch_add(1);
   }
+  TeamSettings settings;
+  WAVEOPT_RETURN_IF_ERROR(kernel_team_settings(op, info, &settings));
 
   // Pack now if all weights are constant initializers with valid shapes; any problem is
   // left for Compute to report with the runtime shapes.
@@ -245,6 +270,9 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
       for (size_t i = kWeightFirst; i <= kWeightLast; ++i) k->packed_sources[i] = t[i].data;
     }
   }
+  // Last: nothing can fail after the workers start.
+  k->team = std::make_unique<ThreadTeam>(settings.threads, settings.pin == 1);
+  k->team->set_adaptive(settings.adaptive == 1);
   *kernel = k.release();
   return nullptr;
 }
@@ -281,6 +309,7 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
     if (t[17].value) return make_error("WaveRNNLoop: x0 is for free-running loops; teacher-forced reads prev_samples");
   } else {
     WAVEOPT_RETURN_IF_ERROR(expect_shape(t[16], 16, k.teacher, {T, B, 2}));
+    WAVEOPT_RETURN_IF_ERROR(check_noise(t[16].data, T, B));
     if (t[17].value) WAVEOPT_RETURN_IF_ERROR(expect_shape(t[17], 17, k.teacher, {B}));
   }
 
@@ -317,7 +346,7 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   LoopActivationStats stats;
   const bool with_stats = !k.stats_path.empty();
   const std::string error = run_wavernn_loop(k.kernels, d, *weights, in, k.mode, static_cast<float*>(out_data),
-                                             timed ? &times : nullptr, with_stats ? &stats : nullptr);
+                                             timed ? &times : nullptr, with_stats ? &stats : nullptr, k.team.get());
   if (!error.empty()) return make_error(error, ORT_FAIL);
   if (timed) write_stage_times(k, d, times);
   if (with_stats) write_activation_stats(k, stats);
@@ -335,7 +364,9 @@ OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_characteristic(const Ort
   return i == 17 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
 }
 
-OrtCustomOp make_op() {
+}  // namespace
+
+OrtCustomOp make_wavernn_loop_op() {
   OrtCustomOp op;
   init_custom_op(&op);
   op.GetName = name;
@@ -348,13 +379,6 @@ OrtCustomOp make_op() {
   op.KernelComputeV2 = compute;
   op.KernelDestroy = destroy;
   return op;
-}
-
-}  // namespace
-
-OrtCustomOp* wavernn_loop_op() {
-  static OrtCustomOp op = make_op();  // lives as long as the process: ORT keeps pointers to it
-  return &op;
 }
 
 }  // namespace waveopt

@@ -1,5 +1,6 @@
 #include "ort_util.h"
 
+#include <cstdio>
 #include <cstring>
 
 namespace waveopt {
@@ -134,6 +135,57 @@ void init_custom_op(OrtCustomOp* op) {
   op->GetVariadicOutputHomogeneity = one;
   op->GetStartVersion = start_version;
   op->GetEndVersion = end_version;
+}
+
+namespace {
+
+OrtStatus* parse_entry(const char* key, const char* text, TeamSettings* out) {
+  const bool pin = std::strcmp(key, kPinKey) == 0;
+  const std::string error = parse_setting(std::string("session config entry ") + key, text, pin,
+                                          pin ? &out->pin : &out->threads);
+  return error.empty() ? nullptr : make_error("waveopt ops: " + error);
+}
+
+}  // namespace
+
+bool ort_at_least(int major, int minor) {
+  int have_major = 0, have_minor = 0;
+  if (std::sscanf(g_api_base->GetVersionString(), "%d.%d", &have_major, &have_minor) != 2) return false;
+  return have_major > major || (have_major == major && have_minor >= minor);
+}
+
+OrtStatus* session_team_settings(const OrtSessionOptions* options, TeamSettings* out) {
+  for (const char* key : {kThreadsKey, kPinKey}) {
+    int has = 0;
+    WAVEOPT_RETURN_IF_ERROR(g_api->HasSessionConfigEntry(options, key, &has));
+    if (!has) continue;
+    size_t size = 0;
+    WAVEOPT_RETURN_IF_ERROR(g_api->GetSessionConfigEntry(options, key, nullptr, &size));
+    std::string value(size, '\0');
+    WAVEOPT_RETURN_IF_ERROR(g_api->GetSessionConfigEntry(options, key, &value[0], &size));
+    WAVEOPT_RETURN_IF_ERROR(parse_entry(key, value.c_str(), out));
+  }
+  return nullptr;
+}
+
+OrtStatus* kernel_team_settings(const OrtCustomOp* op, const OrtKernelInfo* info, TeamSettings* out) {
+  TeamSettings configured = reinterpret_cast<const WaveoptOp*>(op)->settings;
+  // OrtApi 24 (ORT 1.24) added KernelInfo_GetConfigEntries. Asked only of a runtime that
+  // has it: older ones return nullptr but also log an error for the request.
+  const OrtApi* api24 = ort_at_least(1, 24) ? g_api_base->GetApi(24) : nullptr;
+  if (api24) {
+    OrtKeyValuePairs* entries = nullptr;
+    WAVEOPT_RETURN_IF_ERROR(api24->KernelInfo_GetConfigEntries(info, &entries));
+    OrtStatus* status = nullptr;
+    for (const char* key : {kThreadsKey, kPinKey}) {
+      const char* value = entries ? api24->GetKeyValue(entries, key) : nullptr;
+      if (value && !status) status = parse_entry(key, value, &configured);
+    }
+    if (entries) api24->ReleaseKeyValuePairs(entries);
+    if (status) return status;
+  }
+  const std::string error = resolve_settings(configured, out);
+  return error.empty() ? nullptr : make_error("waveopt ops: " + error);
 }
 
 }  // namespace waveopt

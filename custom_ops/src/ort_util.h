@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "onnxruntime_c_api.h"
+#include "thread_team.h"
 
 namespace waveopt {
 
@@ -62,6 +63,28 @@ OrtStatus* constant_input(const OrtKernelInfo* info, size_t index, TensorView* o
 
 // The fields of OrtCustomOp every op fills the same way; ops override what differs.
 void init_custom_op(OrtCustomOp* op);
+
+// An op of this library with the team settings of the sessions it serves: RegisterCustomOps
+// keeps one domain (and one set of ops) per distinct setting, alive for the process.
+struct WaveoptOp {
+  OrtCustomOp op;  // first member: ORT's OrtCustomOp* to it is a pointer to the WaveoptOp
+  TeamSettings settings;
+};
+
+// Session config keys (set them before registering the library, see README "Threads").
+constexpr const char* kThreadsKey = "waveopt.threads";
+constexpr const char* kPinKey = "waveopt.pin";
+
+// Whether the ONNX Runtime running us is at least major.minor (its version string).
+bool ort_at_least(int major, int minor);
+
+// "waveopt.threads" and "waveopt.pin" of a session's options (unset ones stay unset).
+OrtStatus* session_team_settings(const OrtSessionOptions* options, TeamSettings* out);
+// The settings a kernel of `op` runs with: the session's entries as read at registration;
+// on ORT >= 1.24 the entries of the session creating the kernel override them (so there an
+// entry added after registering counts too); unset ones from the environment, then 1
+// thread, not pinned.
+OrtStatus* kernel_team_settings(const OrtCustomOp* op, const OrtKernelInfo* info, TeamSettings* out);
 
 }  // namespace waveopt
 

@@ -7,7 +7,9 @@
 #include <string>
 
 #include "kernels.h"
+#include "linear.h"
 #include "pack.h"
+#include "thread_team.h"
 
 namespace waveopt {
 
@@ -34,16 +36,15 @@ struct LoopActivationStats {
   float fc1_max = 0.0f, fc2_max = 0.0f;
 };
 
-// The recurrent weights, packed once (see kernels.h for the layout): float32 matrices, or
-// with quant.bits 8 or 16 the quantized ones (q_*) only.
+// The recurrent weights, packed once (see kernels.h for the layout) as float32 or, with
+// quant.bits 8 or 16, quantized (Linear hides which).
 struct LoopWeights {
-  PackedMatrix w_hh1;  // [3H, H] + b_hh1, gate-padded
-  PackedMatrix w_x2;   // [3H, H], gate-padded, no bias
-  PackedMatrix w_hh2;  // [3H, H] + b_hh2, gate-padded
-  PackedMatrix w_fc1;  // [F, H]
-  PackedMatrix w_fc2;  // [F, F]
-  PackedMatrix w_fc3;  // [N, F] + b_fc3
-  QuantizedMatrix q_hh1, q_x2, q_hh2, q_fc1, q_fc2, q_fc3;  // the same, quantized
+  Linear hh1;  // W_hh1 [3H, H] + b_hh1, gate-padded
+  Linear x2;   // W_x2 [3H, H], gate-padded, no bias
+  Linear hh2;  // W_hh2 [3H, H] + b_hh2, gate-padded
+  Linear fc1;  // [F, H]
+  Linear fc2;  // [F, F]
+  Linear fc3;  // [N, F] + b_fc3
   LoopQuant quant;
 
   // Returns an error message, empty on success. Pointers are row-major, PyTorch layout.
@@ -70,13 +71,19 @@ struct LoopStageTimes {
 };
 
 // Runs the loop: free-running writes samples [T, B], teacher-forced writes logits [T, B, N].
-// `times`, when not null, receives each stage's steady_clock time (off: one untaken branch
-// per stage per step, nothing allocated). `stats`, when not null (float32 weights only),
-// receives the largest ReLU outputs. Returns an error message (allocation failure), empty
-// on success.
+// `times`, when not null, receives each stage's steady_clock time as member 0 of the team
+// sees it (barrier waits included; off: one untaken branch per stage per step, nothing
+// allocated). `stats`, when not null (float32 weights only), receives the largest ReLU
+// outputs. `team`, when not null, runs the steps on its members: each owns a fixed range of
+// the hidden units (all three gates of them, so the GRU gate math stays with its rows), of
+// fc1/fc2's outputs and of the logits, with a barrier after each product whose whole output
+// the next one reads (5 per free-running step, 4 teacher-forced); every member samples all
+// batch rows itself from the shared logits (no barrier after it). Results are bit-identical
+// for every team size. Returns an error message (allocation failure), empty on success.
 std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const LoopWeights& w,
                              const LoopInputs& in, SampleMode mode, float* out,
-                             LoopStageTimes* times = nullptr, LoopActivationStats* stats = nullptr);
+                             LoopStageTimes* times = nullptr, LoopActivationStats* stats = nullptr,
+                             ThreadTeam* team = nullptr);
 
 }  // namespace waveopt
 

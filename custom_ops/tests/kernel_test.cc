@@ -14,8 +14,17 @@
 //                                        (default), 16 or 8: float or integer GEMM)
 //   waveopt_kernel_test qgemm [ISA]      fp32 vs int16 vs int8 at 512×512 and 1536×512,
 //                                        rows 1 and 16
+//   waveopt_kernel_test threads          only the thread-team tests: the loop with teams of
+//                                        1-4 members bit-identical to no team (fp32, int16,
+//                                        int8; even, uneven and empty shares), two callers on
+//                                        one team at once (the ThreadSanitizer build runs this)
+//   waveopt_kernel_test bench-threads [STEPS] [BITS]  samples/s of the loop at rnn 512 with
+//                                        1 and 2 threads, B = 1 and 16
+//   waveopt_kernel_test barrier [ROUNDS] ns per barrier round of 2 threads: pure spin,
+//                                        spin-then-sleep (the default) and sleep at once
 //
-// The sanitizer build (-DWAVEOPT_SANITIZE=ON) runs the same binary under ASan + UBSan.
+// The sanitizer builds run the same binary: -DWAVEOPT_SANITIZE=ON under ASan + UBSan (all
+// tests), -DWAVEOPT_SANITIZE=thread under ThreadSanitizer (`threads`).
 #include <immintrin.h>
 #include <time.h>
 
@@ -27,11 +36,13 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dispatch.h"
 #include "kernels.h"
 #include "pack.h"
+#include "thread_team.h"
 #include "wavernn_loop.h"
 
 using namespace waveopt;
@@ -495,9 +506,9 @@ void test_gates(const WaveoptKernels* simd, std::mt19937& rng, std::vector<float
         const float* gxp = variant ? gx.data() : nullptr;
         const float* sp = variant ? s.data() : nullptr;
         const float* addp = variant ? add.data() : nullptr;
-        ref->gru_gates(H, G, rows, gi.data(), ld_gi, sp, u.data(), gxp, gh.data(), ld_g, h.data(), out_ref.data(),
+        ref->gru_gates(H, H, G, rows, gi.data(), ld_gi, sp, u.data(), gxp, gh.data(), ld_g, h.data(), out_ref.data(),
                        ld_h, addp, sum_ref.data());
-        simd->gru_gates(H, G, rows, gi.data(), ld_gi, sp, u.data(), gxp, gh.data(), ld_g, h.data(), out.data(), ld_h,
+        simd->gru_gates(H, H, G, rows, gi.data(), ld_gi, sp, u.data(), gxp, gh.data(), ld_g, h.data(), out.data(), ld_h,
                         addp, sum.data());
         double worst = 0;
         for (size_t b = 0; b < rows; ++b)
@@ -596,7 +607,8 @@ struct LoopCase {
   LoopWeights w;
 };
 
-void make_case(LoopCase* c, std::mt19937& rng, int64_t T, int64_t B, int64_t H, int64_t F, int64_t N, SampleMode mode) {
+void make_case(LoopCase* c, std::mt19937& rng, int64_t T, int64_t B, int64_t H, int64_t F, int64_t N, SampleMode mode,
+               int bits = 0) {
   c->d.steps = T;
   c->d.batch = B;
   c->d.hidden = H;
@@ -624,16 +636,20 @@ void make_case(LoopCase* c, std::mt19937& rng, int64_t T, int64_t B, int64_t H, 
   c->noise.resize(T * B * 2);
   for (auto& x : c->noise) x = uni(rng);
   c->prev = random_vector(rng, T * B, 1.0f);
+  LoopQuant quant;
+  quant.bits = bits;
+  quant.fc1_range = quant.fc2_range = 3.0f;
   const std::string err = c->w.pack(c->d, c->whh1.data(), c->bhh1.data(), c->wx2.data(), c->whh2.data(),
-                                    c->bhh2.data(), c->wfc1.data(), c->wfc2.data(), c->wfc3.data(), c->bfc3.data());
+                                    c->bhh2.data(), c->wfc1.data(), c->wfc2.data(), c->wfc3.data(), c->bfc3.data(),
+                                    quant);
   check(err.empty(), "pack: " + err);
 }
 
-std::vector<float> run_case(const LoopCase& c, const WaveoptKernels* k, bool teacher) {
+std::vector<float> run_case(const LoopCase& c, const WaveoptKernels* k, bool teacher, ThreadTeam* team = nullptr) {
   LoopInputs in{c.gi1.data(), c.gi2.data(), c.f1.data(), c.f2.data(), c.u1.data(), c.u2.data(), c.u3.data(),
                 teacher ? nullptr : c.noise.data(), teacher ? c.prev.data() : nullptr, nullptr};
   std::vector<float> out(teacher ? c.d.steps * c.d.batch * c.d.classes : c.d.steps * c.d.batch);
-  const std::string err = run_wavernn_loop(k, c.d, c.w, in, c.mode, out.data());
+  const std::string err = run_wavernn_loop(k, c.d, c.w, in, c.mode, out.data(), nullptr, nullptr, team);
   check(err.empty(), "run_wavernn_loop: " + err);
   return out;
 }
@@ -677,6 +693,102 @@ void test_loop(const std::vector<const WaveoptKernels*>& simds, std::mt19937& rn
       }
     }
   }
+}
+
+// --- thread teams ------------------------------------------------------------------------
+// The loop on teams of 1-4 members must be bit-identical to the loop without a team, for
+// float32, int16 and int8 weights, even shares, uneven ones and members with nothing to do;
+// and two callers running one team at once must both get the serial results.
+void test_threads(const WaveoptKernels* k, std::mt19937& rng) {
+  struct Shape { int64_t T, B, H, F, N; SampleMode mode; };
+  // H = 200: 13 panels (uneven for 2, 3, 4); H = 72, N = 30: 5 and 2 panels; H = 33, F = 17,
+  // N = 2: 3, 2 and 1 panels (4 members: some own nothing).
+  // T = 150 > 2 jobs of 64 steps (odd-length last job: the h1/h2 parity across jobs).
+  const Shape shapes[] = {{150, 1, 200, 136, 512, SampleMode::kRaw}, {70, 16, 72, 40, 30, SampleMode::kMol},
+                          {20, 3, 33, 17, 2, SampleMode::kRaw}};
+  std::vector<std::unique_ptr<ThreadTeam>> teams;
+  for (int n = 1; n <= 4; ++n) {
+    teams.push_back(std::make_unique<ThreadTeam>(n));
+    teams.back()->set_adaptive(false);  // every member works, however busy the machine
+  }
+  for (const Shape& s : shapes)
+    for (int bits : {0, 16, 8}) {
+      LoopCase c;
+      make_case(&c, rng, s.T, s.B, s.H, s.F, s.N, s.mode, bits);
+      const auto logits_ref = run_case(c, k, true), samples_ref = run_case(c, k, false);
+      for (auto& team : teams) {
+        char what[160];
+        std::snprintf(what, sizeof what, "%s loop bits=%d H=%lld B=%lld %s on %d threads differs from 1 thread", k->isa,
+                      bits, (long long)s.H, (long long)s.B, s.mode == SampleMode::kMol ? "mol" : "raw", team->size());
+        check(run_case(c, k, true, team.get()) == logits_ref, std::string(what) + " (teacher-forced logits)");
+        check(run_case(c, k, false, team.get()) == samples_ref, std::string(what) + " (free-run samples)");
+      }
+      if (bits == 8 || bits == 0) {  // two callers on one team: one runs on the team, one alone
+        std::vector<float> got[2];
+        std::thread other([&] { for (int r = 0; r < 3; ++r) got[1] = run_case(c, k, false, teams[1].get()); });
+        for (int r = 0; r < 3; ++r) got[0] = run_case(c, k, false, teams[1].get());
+        other.join();
+        check(got[0] == samples_ref && got[1] == samples_ref,
+              std::string(k->isa) + " two callers on one team differ from serial");
+      }
+    }
+  // The adaptive team: a barrier that sleeps at once looks like a busy machine (every early
+  // arrival asleep), so after the first job the team works alone, then probes both again.
+  LoopCase c;
+  make_case(&c, rng, 150, 2, 40, 24, 64, SampleMode::kRaw);
+  const auto ref = run_case(c, k, false);
+  ThreadTeam adaptive(2);
+  adaptive.set_backoff(0, false);
+  check(run_case(c, k, false, &adaptive) == ref && adaptive.active() == 1,
+        "adaptive team: did not fall back to 1 member after sleeping waits (or results changed)");
+  for (int i = 0; i < ThreadTeam::kProbeEvery / 3; ++i) run_case(c, k, false, &adaptive);  // 3 jobs per run
+  check(adaptive.active() == 2, "adaptive team: did not probe the whole team again");
+  std::printf("  %s loop on teams of 1-4 threads: bit-identical to 1 thread (fp32, int16, int8; 3 shapes)\n", k->isa);
+}
+
+// Free-running loop samples/s at rnn 512, fc 512, 512 classes with 1 and 2 threads.
+int bench_threads(int64_t steps, int bits) {
+  const WaveoptKernels* k = dispatch().kernels;
+  std::mt19937 rng(3);
+  ThreadTeam two(2);
+  two.set_adaptive(false);
+  for (int64_t B : {1, 16}) {
+    LoopCase c;
+    make_case(&c, rng, steps, B, 512, 512, 512, SampleMode::kRaw, bits);
+    for (ThreadTeam* team : {static_cast<ThreadTeam*>(nullptr), &two}) {
+      run_case(c, k, false, team);  // warm-up
+      double best = 1e30;
+      for (int rep = 0; rep < 5; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run_case(c, k, false, team);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::printf("%s %2d-bit B=%-2lld %d thread(s): %9.0f samples/s  %7.1f us/step (best of 5)\n", k->isa,
+                  bits ? bits : 32, (long long)B, team ? team->size() : 1, (double)(B * steps) / best,
+                  best / (double)steps * 1e6);
+    }
+  }
+  return 0;
+}
+
+// ns per barrier round with 2 threads: pure spin, the default spin-then-sleep, sleep at once.
+int bench_barrier(int64_t rounds) {
+  struct Variant { const char* name; int64_t spin_ticks; bool spin_only; };
+  const Variant variants[] = {{"spin only", 0, true},
+                              {"spin ~20 us, then futex (default)", Barrier::kDefaultSpinTicks, false},
+                              {"futex at once", 0, false}};
+  for (const Variant& v : variants) {
+    Barrier barrier(2);
+    barrier.set_backoff(v.spin_ticks, v.spin_only);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::thread other([&] { for (int64_t r = 0; r < rounds; ++r) barrier.wait(); });
+    for (int64_t r = 0; r < rounds; ++r) barrier.wait();
+    other.join();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("barrier, 2 threads, %-34s %8.0f ns/round (%lld rounds, %lld waits slept)\n", v.name,
+                s / (double)rounds * 1e9, (long long)rounds, (long long)barrier.sleeps());
+  }
+  return 0;
 }
 
 // --- benchmark ---------------------------------------------------------------------------
@@ -841,6 +953,14 @@ int main(int argc, char** argv) {
     return bandwidth(sizes);
   }
   if (cmd == "bench") return bench(argc > 2 ? argv[2] : "", argc > 3 ? std::atoll(argv[3]) : 300);
+  if (cmd == "bench-threads") return bench_threads(argc > 2 ? std::atoll(argv[2]) : 1000, argc > 3 ? std::atoi(argv[3]) : 0);
+  if (cmd == "barrier") return bench_barrier(argc > 2 ? std::atoll(argv[2]) : 200000);
+  if (cmd == "threads") {
+    std::mt19937 rng(5);
+    test_threads(dispatch().kernels, rng);
+    std::printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "OK", g_failures);
+    return g_failures ? 1 : 0;
+  }
   const Dispatch& d = dispatch();
   std::printf("dispatch: %s (%s)\n", d.kernels ? d.kernels->isa : "none", d.reason.c_str());
   const auto simds = simd_tables();
@@ -876,6 +996,7 @@ int main(int argc, char** argv) {
     check(gemm_q_out[i] == gemm_q_out[0], std::string(simds[i]->isa) + " gemm_q differs bitwise from " + simds[0]->isa);
   }
   test_loop(simds, rng);
+  test_threads(dispatch().kernels, rng);
   std::printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "OK", g_failures);
   return g_failures ? 1 : 0;
 }

@@ -27,7 +27,7 @@ def bench_command(
                                         help="Exported (optionally optimized) WaveRNN models, timed one after another."),
     frames: int = frames_option(8),
     batch: int = batch_option(),
-    threads: int = typer.Option(1, help="ORT intra-op threads."),
+    threads: int = typer.Option(1, help="Threads: the native ops' worker team for native models, else ORT intra-op threads."),
     repeats: int = typer.Option(5, help="Timed runs; the median is reported."),
     warmup: int = typer.Option(1, help="Untimed runs first."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG",

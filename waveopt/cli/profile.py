@@ -20,7 +20,7 @@ __all__ = ["profile_command"]
 def profile_command(
     models: List[Path] = typer.Argument(..., metavar="MODEL",
                                         help="A model, or two to compare module by module (A B)."),
-    threads: int = typer.Option(1, help="ORT intra-op threads."),
+    threads: int = typer.Option(1, help="Threads: the native ops' worker team for native models, else ORT intra-op threads."),
     frames: int = frames_option(2),
     batch: int = batch_option(),
     runs: int = typer.Option(3, help="Profiled runs after the warm-up (unprofiled runs are interleaved)."),

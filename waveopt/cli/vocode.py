@@ -45,7 +45,7 @@ def vocode_command(
                                         help="Also draw the input mels, the output's mels and the waveform "
                                              "(needs matplotlib: waveopt[plot])."),
     seed: int = typer.Option(0, help="Seed of the sampling noise."),
-    threads: int = typer.Option(1, help="ORT intra-op threads."),
+    threads: int = typer.Option(1, help="Threads: the native ops' worker team for native models, else ORT intra-op threads."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
