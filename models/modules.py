@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..folding import fold_count
 from .wavernn import WaveRNN, decode_mu_law
 
 __all__ = ["Conditioning", "Step", "Sampler", "TeacherForcedStep", "PostProcess"]
@@ -36,7 +37,7 @@ class Conditioning(nn.Module):
         target, overlap = self.fold
         stride, length = target + overlap, target + 2 * overlap
         total = x.shape[1]
-        num_folds = (total - overlap + stride - 1) // stride
+        num_folds = fold_count(total, target, overlap)
         x = F.pad(x, (0, 0, 0, num_folds * stride + overlap - total))
         index = torch.arange(num_folds).unsqueeze(1) * stride + torch.arange(length).unsqueeze(0)
         return x[0][index]

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..folding import fold_count
+
 __all__ = [
     "HParams",
     "WaveRNN",
@@ -192,18 +194,18 @@ def decode_mu_law(y, mu: int):
 
 
 def fold_with_overlap(x: torch.Tensor, target: int, overlap: int) -> torch.Tensor:
-    """fatchord's fold: [1, T, C] -> [folds, target + 2·overlap, C], zero-padded at the end."""
-    _, total_len, features = x.shape
-    num_folds = (total_len - overlap) // (target + overlap)
-    extended_len = num_folds * (overlap + target) + overlap
-    remaining = total_len - extended_len
-    if remaining != 0:
-        num_folds += 1
-        padding = target + 2 * overlap - remaining
+    """fatchord's fold: [1, T, C] -> [folds, target + 2·overlap, C], zero-padded at the end.
+
+    The folds start ``target + overlap`` apart; their number is ``fold_count`` (fatchord's,
+    except that T <= overlap makes one fold where fatchord's arithmetic makes none).
+    """
+    _, total_len, _ = x.shape
+    num_folds = fold_count(total_len, target, overlap)
+    stride, length = target + overlap, target + 2 * overlap
+    padding = (num_folds - 1) * stride + length - total_len
+    if padding > 0:
         x = F.pad(x, (0, 0, 0, padding))
-    return torch.stack(
-        [x[0, i * (target + overlap) : i * (target + overlap) + target + 2 * overlap] for i in range(num_folds)]
-    )
+    return torch.stack([x[0, i * stride : i * stride + length] for i in range(num_folds)])
 
 
 def xfade_and_unfold(y: np.ndarray, overlap: int) -> np.ndarray:

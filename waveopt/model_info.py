@@ -10,6 +10,7 @@ import onnx
 
 from .demo_data import demo_mels, demo_prev_samples, uniform_noise
 from .errors import WaveoptError
+from .folding import fold_count
 
 __all__ = ["WaveRNNInfo", "wavernn_info", "example_inputs"]
 
@@ -45,8 +46,7 @@ class WaveRNNInfo:
         if self.fold is None:
             return total, batch
         target, overlap = self.fold
-        folds = max(1, -(-(total - overlap) // (target + overlap)))
-        return target + 2 * overlap, folds
+        return target + 2 * overlap, fold_count(total, target, overlap)
 
     def wave_length(self, frames: int) -> int:
         return (frames - 1) * self.hop_length
