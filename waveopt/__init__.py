@@ -6,9 +6,11 @@ Library use::
     result = waveopt.optimize(model)          # onnx.ModelProto or onnx_ir.Model
     waveopt.save_model(result.model, "out.onnx")
     sess = waveopt.session("out.onnx", threads=1)
+    waveopt.ops.library_path()                # the native op library, for your own ORT sessions
     int8, accuracy, _ = waveopt.quantize(result.model, 8)   # calibrated and measured
 """
 
+from waveopt import ops
 from waveopt.check import CheckFailed, compare_models
 from waveopt.errors import WaveoptError
 from waveopt.graph import load_model, save_model
@@ -29,6 +31,7 @@ __all__ = [
     "save_model",
     "session",
     "WaveoptError",
+    "ops",
 ]
 
 __version__ = "0.1.0"
