@@ -16,9 +16,9 @@ from waveopt.check import DEFAULT_ATOL, DEFAULT_RTOL, CheckResult, compare_model
 from waveopt.cli.common import (ListOptionCommand, batch_option, emit_json, json_option, progress_for, quiet_option,
                                 split_list)
 from waveopt.cli.files import parse_names, refuse_overwrite
-from waveopt.cli.vocode import load_mels
 from waveopt.errors import WaveoptError
 from waveopt.graph import load_model, save_model
+from waveopt.mel_files import load_mels
 from waveopt.model_info import example_inputs, wavernn_info
 from waveopt.passes import PASSES, PRESETS
 from waveopt.pipeline import PassReport, resolve_passes, run_passes

@@ -25,13 +25,14 @@ from waveopt.cli.files import refuse_overwrite
 from waveopt.demo_data import uniform_noise
 from waveopt.errors import WaveoptError
 from waveopt.graph import atomic_write_bytes, load_model
+from waveopt.mel_files import load_mels
 from waveopt.model_info import WaveRNNInfo, wavernn_info
 from waveopt.plots import plot_vocoding
 from waveopt.progress import enabled as progress_enabled
 from waveopt.progress import stage
 from waveopt.runtime import session
 
-__all__ = ["vocode_command", "vocode_file", "VocodeResult", "load_mels", "write_wav", "generate"]
+__all__ = ["vocode_command", "vocode_file", "VocodeResult", "write_wav", "generate"]
 
 
 def vocode_command(
@@ -70,30 +71,6 @@ MEL_SUFFIXES = (".npy", ".npz")
 
 # Show progress when the estimated run is longer than this.
 PROGRESS_AFTER_SECONDS = 3.0
-
-
-def load_mels(path: Path, info: WaveRNNInfo) -> np.ndarray:
-    """A [B, feat, frames] float32 array from a .npy file, or a WaveoptError naming the problem."""
-    if not path.is_file():
-        raise WaveoptError(f"no such mel file: {path}")
-    try:
-        mels = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise WaveoptError(f"{path} is not a readable .npy array ({type(exc).__name__})") from None
-    if not np.issubdtype(mels.dtype, np.floating):
-        raise WaveoptError(f"mels in {path} have dtype {mels.dtype}; expected float32 (or another float)")
-    if mels.ndim == 2:
-        mels = mels[None]
-    if mels.ndim != 3 or mels.shape[1] != info.feat_dims:
-        raise WaveoptError(f"mels in {path} have shape {list(mels.shape)}; expected "
-                           f"[{info.feat_dims}, frames] or [batch, {info.feat_dims}, frames]")
-    if mels.shape[2] < 2:
-        raise WaveoptError(f"mels in {path} have {mels.shape[2]} frame(s); at least 2 are needed")
-    if info.fold is not None and mels.shape[0] != 1:
-        raise WaveoptError(f"this model folds one utterance into a batch; mels in {path} hold {mels.shape[0]}")
-    if not np.all(np.isfinite(mels)):
-        raise WaveoptError(f"mels in {path} contain NaN or infinite values")
-    return np.ascontiguousarray(mels, dtype=np.float32)
 
 
 def generate(sess, info: WaveRNNInfo, mels: np.ndarray, seed: int = 0, progress=None) -> np.ndarray:
@@ -165,8 +142,12 @@ def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, 
     """Vocode the mels of ``mels_path`` (a mel .npy, or an audio file to resynthesize) into ``output``."""
     model = load_model(model_path)
     info = wavernn_info(model)
-    if info is None or info.teacher_forced:
-        raise WaveoptError(f"{model_path} is not a free-running waveopt WaveRNN export (export without --teacher-forced)")
+    if info is None:
+        raise WaveoptError(f"{model_path} is not a WaveRNN written by waveopt (no waveopt WaveRNN metadata); "
+                           "vocode runs the models of `waveopt export` and `waveopt optimize`")
+    if info.teacher_forced:
+        raise WaveoptError(f"{model_path} is a teacher-forced export (it reads given samples instead of "
+                           "generating them); vocode needs one exported without --teacher-forced")
     analysis = MelAnalysis.for_model(model)
     from_audio = mels_path.suffix.lower() not in MEL_SUFFIXES
     warnings = []
