@@ -24,6 +24,7 @@ __all__ = [
     "constant_float64",
     "is_default_domain",
     "remove_if_dead",
+    "remove_dead_initializers",
     "replace_value",
     "Builder",
     "ShapeInfo",
@@ -369,6 +370,23 @@ def remove_unused_initializers(model: ir.Model, candidates: Iterable[ir.Value]) 
                 and not value.is_graph_input() and not value.is_graph_output()
                 and graph.initializers.get(value.name) is value):
             graph.initializers.pop(value.name)
+
+
+def remove_dead_initializers(model: ir.Model) -> int:
+    """Drop the initializers that no node reads, in the main graph and every subgraph.
+
+    Graph inputs and outputs stay. Run after every pass (``WaveoptPass``), so a rewrite that
+    replaces weights never leaves the old ones in the file (ORT would warn "Removing
+    initializer" at every session, and the file would carry them). Returns how many went.
+    """
+    removed = 0
+    for graph in iter_graphs(model.graph):
+        for name, value in list(graph.initializers.items()):
+            if value.uses() or value.is_graph_input() or value.is_graph_output():
+                continue
+            graph.initializers.pop(name)
+            removed += 1
+    return removed
 
 
 class Names:

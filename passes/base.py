@@ -7,6 +7,8 @@ from typing import ClassVar
 
 import onnx_ir as ir
 
+from waveopt.passes._ir import remove_dead_initializers
+
 __all__ = ["WaveoptPass"]
 
 NOT_APPLICABLE = "not applicable"
@@ -15,7 +17,9 @@ NOT_APPLICABLE = "not applicable"
 class WaveoptPass(ir.passes.InPlacePass):
     """An in-place pass with a registry ``name`` and a one-line ``description``.
 
-    After each call: ``modified``, a ``summary`` of what changed, the ``seconds`` taken.
+    After each call: ``modified``, a ``summary`` of what changed, the ``seconds`` taken. A
+    call that changed the model also drops the initializers nothing reads any more (in every
+    graph), so no pass leaves dead weights behind.
     """
 
     name: ClassVar[str] = ""
@@ -34,6 +38,8 @@ class WaveoptPass(ir.passes.InPlacePass):
         finally:
             self.seconds = time.perf_counter() - start
         self.modified = result.modified
+        if result.modified:
+            remove_dead_initializers(result.model)
         return result
 
     def result(self, model: ir.Model, changes: str = "", note: str = "") -> ir.passes.PassResult:

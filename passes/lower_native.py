@@ -138,6 +138,11 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
                 continue
             parts.append(_time_major(b, outer, axis, trip_1d))
             blocks.append(m)
+        if len(parts) == 1 and _is_identity(blocks[0]):
+            # The source already is the projection (an optimized model hoisted it): no
+            # FusedDense with an identity matrix, which would add n·n weights.
+            return b.node("Add", [parts[0], b.const(form.const, "bias")], module)[0] \
+                if np.any(form.const) else parts[0]
         const = b.const(form.const, "bias")
         if parts:
             return b.node("FusedDense", [*parts, b.const(np.concatenate(blocks, axis=0), "W"), const], module,
@@ -204,6 +209,10 @@ def _time_major(b: _Builder, outer: ir.Value, axis: int, trip_1d) -> ir.Value:
         value = b.node("Slice", [value, b.const(np.array([0]), "start", np.int64), trip_1d,
                                  b.const(np.array([0]), "axis", np.int64)], "loop")[0]
     return value
+
+
+def _is_identity(matrix: np.ndarray) -> bool:
+    return matrix.shape[0] == matrix.shape[1] and np.array_equal(matrix, np.eye(matrix.shape[0]))
 
 
 def _hstack(forms: list[LinearForm]) -> LinearForm:
