@@ -28,6 +28,7 @@ class PassReport:
     modified: bool
     summary: str
     seconds: float
+    check: str | None = None  # with check_each: what the check after this pass found
 
 
 @dataclasses.dataclass
@@ -75,7 +76,8 @@ def optimize(
     With ``check_each``, every pass that changed the model is followed by
     :func:`waveopt.check.compare_models` against the original model on
     ``check_inputs`` (default: :func:`waveopt.check.random_inputs`), and the first
-    mismatch raises :class:`CheckFailed` naming the pass.
+    mismatch raises :class:`CheckFailed` naming the pass; each report's ``check`` says
+    what the check after its pass found (max abs/rel diffs, sampled agreement).
     """
     return run_passes(model, resolve_passes(passes, skip, preset), check_each=check_each, check_inputs=check_inputs,
                       check_options=check_options, pass_options=pass_options)
@@ -102,9 +104,10 @@ def run_passes(
         original.CopyFrom(model)
     work = ir.serde.deserialize_model(_copy(original))
 
+    checks: dict[int, str] = {}
     if check_each:
         inputs = dict(check_inputs) if check_inputs is not None else random_inputs(original)
-        for p in instances:
+        for i, p in enumerate(instances):
             with stage(f"pass {p.name}"):
                 p(work)
             if p.modified:
@@ -113,6 +116,7 @@ def run_passes(
                     result = compare_models(original, candidate, inputs, **(check_options or {}))
                 if not result.ok:
                     raise CheckFailed(f"pass {p.name!r} broke the graph: {result.summary()}")
+                checks[i] = result.summary()
     else:
         for p in instances:  # one at a time, as PassManager(instances, steps=1) would, to report progress
             with stage(f"pass {p.name}"):
@@ -121,7 +125,7 @@ def run_passes(
                 except ir.passes.PassError as e:
                     raise _user_error(e) or e
 
-    reports = [PassReport(p.name, p.modified, p.summary, p.seconds) for p in instances]
+    reports = [PassReport(p.name, p.modified, p.summary, p.seconds, checks.get(i)) for i, p in enumerate(instances)]
     if isinstance(model, ir.Model):
         return OptimizeResult(work, reports)
     changed = any(r.modified for r in reports)

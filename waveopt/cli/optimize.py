@@ -148,7 +148,11 @@ class OptimizeOutcome:
     check_shapes: dict = dataclasses.field(default_factory=dict)  # input name -> shape checked on
 
     def text(self) -> str:
-        lines = [f"  {r.name:24} {r.summary}  ({r.seconds:.2f} s)" for r in self.passes]
+        lines, checked_each = [], any(r.check for r in self.passes)  # --check-each ran
+        for r in self.passes:
+            lines.append(f"  {r.name:24} {r.summary}  ({r.seconds:.2f} s)")
+            if checked_each:
+                lines.append(f"  {'':24} check: {r.check}" if r.check else f"  {'':24} check: unchanged, nothing to check")
         if self.check is not None:
             shapes = ", ".join(f"{k} {v}" for k, v in self.check_shapes.items())
             lines += [f"check: {self.check.summary()}", f"  checked on {self.check_source} inputs: {shapes}"]
