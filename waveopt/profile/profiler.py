@@ -247,7 +247,26 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
     _fill_costs(profile, costs)
     for node, stages in times.stage_seconds.items():
         merge_stage_timers(profile, node, stages)
+    _clamp_below_noise(profile)
     return profile
+
+
+def _clamp_below_noise(profile: Profile) -> None:
+    """No time is negative: a row whose estimate (or profiled time) came out below zero is
+    shown as 0 and named in a note, "within noise". The estimate subtracts the profiler's
+    mean cost per kernel, which varies from kernel to kernel; the overhead rows are what is
+    left of a wall time after the kernels; a fused op's row is what its stage timers leave."""
+    clamped = []
+    for row in profile.rows:
+        if row.est_us is not None and row.est_us < 0:
+            clamped.append(f"{row.module} ({row.est_us:.2f} us)")
+            row.est_us = 0.0
+        if row.profiled_us < 0:
+            clamped.append(f"{row.module} (profiled {row.profiled_us:.2f} us)")
+            row.profiled_us = 0.0
+    if clamped:
+        profile.notes.append(f"within noise, shown as 0: {', '.join(clamped)} came out below zero, under what "
+                             "the profiler correction resolves (its cost per kernel varies; the mean is subtracted)")
 
 
 def merge_stage_timers(profile: Profile, node: str, stages: Mapping[str, float]) -> None:
@@ -361,9 +380,6 @@ def _fill_rows(profile: Profile, times: KernelTimes, labels: dict[str, str], own
         profile.row(LOOP_OVERHEAD).est_us = rest - run_overhead
     else:
         profile.row(RUN_OVERHEAD).est_us = rest
-    if any(r.est_us is not None and r.est_us < 0 for r in profile.rows):
-        profile.notes.append("a negative est. is below what the correction resolves: ORT's cost per kernel "
-                             "varies from kernel to kernel, the correction subtracts its mean")
 
 
 def _fill_costs(profile: Profile, costs) -> None:
