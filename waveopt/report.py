@@ -1,19 +1,15 @@
-"""Graph statistics (op counts, per-step MACs, parameters) and their comparison table.
+"""Graph statistics (op counts, MACs, parameters) and their comparison table.
 
-MACs are counted from the graph, per Loop step and per batch element, for the
-matrix ops inside Loop bodies (nested subgraphs of a body count as inside):
+MACs come from :mod:`waveopt.costs`, the cost model ``profile`` and ``bench`` use too:
 
-1. MatMul / MatMulInteger / QLinearMatMul / Gemm with a loop-invariant operand (an
-   initializer, a Constant, an outer-scope value, or computed only from those) of
-   static 2-D shape: its size, i.e. K * N per batch row (Gemm honours transA/transB).
-2. Otherwise, when both operands have static inner dims: M * K * N times the batch
-   dims, where a symbolic dim counts as 1 (it is taken to be the batch).
-3. Conv / ConvTranspose with a static weight: weight size times the static spatial
-   size of the output (Conv) or input (ConvTranspose).
-4. GRU / LSTM / RNN: size of W plus size of R (times the sequence length when static,
-   else one step).
-Anything else that multiplies matrices is skipped and listed in ``unknown_mac_ops``.
-Ops in subgraphs of a body (If branches, inner Loops) are counted once per step.
+- ``per-step MACs``: the sequential loop, per step and batch row: the matrix ops of Loop
+  bodies (nested subgraphs counted once per step) and a fused ``WaveRNNLoop``'s recurrence.
+  Anything that multiplies matrices but no rule can count is listed in ``unknown_mac_ops``.
+- ``MACs/sample, whole model``: everything a waveopt WaveRNN export computes per generated
+  sample in a run of ``frames`` mel frames: conditioning, the projections hoisted out of
+  the loop or fused into ``FusedDense``, and the loop. Passes that hoist work out of the
+  loop lower the first and may raise the second; ``profile`` at the same frames gives the
+  same total.
 """
 
 from __future__ import annotations
@@ -21,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Callable
 
 import onnx_ir as ir
 
+from waveopt.costs import LoopInvariance, is_native, loop_step_macs, per_sample_costs, wavernn_loop_step
 from waveopt.graph import AnyModel, infer_shapes, iter_graphs, iter_nodes, to_proto
+from waveopt.model_info import wavernn_info
 
-__all__ = ["GraphStats", "LoopInvariance", "counts_macs", "format_comparison", "format_stats", "graph_stats", "node_macs"]
+__all__ = ["GraphStats", "format_comparison", "format_stats", "graph_stats"]
 
 
 @dataclasses.dataclass
@@ -40,6 +37,10 @@ class GraphStats:
     parameters: int
     file_size: int | None = None
     unknown_mac_ops: list[str] = dataclasses.field(default_factory=list)
+    # Everything the model computes per generated sample (conditioning, hoisted and fused
+    # projections, the loop) for a run of ``frames`` mel frames; None for a foreign model.
+    macs_per_sample: float | None = None
+    frames: int | None = None
 
     @property
     def n_ops_outside_loop(self) -> int:
@@ -58,9 +59,12 @@ class GraphStats:
         }
 
 
-def graph_stats(model: AnyModel, file_size: int | None = None) -> GraphStats:
-    """Collect :class:`GraphStats`; ``model`` is not modified."""
+def graph_stats(model: AnyModel, file_size: int | None = None, frames: int | None = 8, batch: int = 1) -> GraphStats:
+    """Collect :class:`GraphStats`; ``model`` is not modified. For a waveopt WaveRNN export
+    (any form) also the whole model's MACs per sample in a run of ``frames`` mel frames
+    (``waveopt.costs``, the numbers ``profile`` gives); ``frames=None`` skips that."""
     proto = to_proto(model)
+    whole = _whole_model_macs(proto, frames, batch) if frames else None
     # shapes make more MAC rules apply; a model that defeats inference still counts
     proto = infer_shapes(proto) or proto
     graph = ir.serde.deserialize_model(proto).graph
@@ -77,16 +81,15 @@ def graph_stats(model: AnyModel, file_size: int | None = None) -> GraphStats:
         body = loop.attributes["body"].as_graph()
         invariant = LoopInvariance(body)
         for node, _ in iter_nodes(body, in_loop=True):
-            if not counts_macs(node):
-                continue
-            count = node_macs(node, invariant)
+            count = loop_step_macs(node, invariant)
             if count is None:
                 unknown.append(f"{node.op_type} ({node.name or node.outputs[0].name})")
             else:
                 macs += count
-
-    macs += sum(_fused_loop_macs(node) for node, _ in iter_nodes(graph) if node.domain == "waveopt.ops"
-                and node.op_type == "WaveRNNLoop")
+    # The fused loop's recurrence; its per-step input projections (FusedDense) run before
+    # it, over all steps at once, and count in macs_per_sample.
+    macs += sum(int(c.macs) for node in graph if is_native(node, "WaveRNNLoop")
+                for c in wavernn_loop_step(node).values())
 
     return GraphStats(
         ops_outside_loop=dict(sorted(outside.items())),
@@ -95,7 +98,21 @@ def graph_stats(model: AnyModel, file_size: int | None = None) -> GraphStats:
         parameters=_count_parameters(graph),
         file_size=file_size,
         unknown_mac_ops=unknown,
+        macs_per_sample=whole,
+        frames=frames if whole is not None else None,
     )
+
+
+def _whole_model_macs(proto, frames: int, batch: int) -> float | None:
+    info = wavernn_info(proto)
+    if info is None:
+        return None
+    batch = 1 if info.fold is not None else batch
+    steps, sequences = info.loop_shape(frames, batch)
+    driver = ("prev_samples", [steps, sequences]) if info.teacher_forced else ("noise", [steps, sequences, 2])
+    feed = {"mels": [batch, info.feat_dims, frames], driver[0]: driver[1]}
+    cost = per_sample_costs(proto, feed, steps * sequences, sequences)
+    return None if cost.uncounted else cost.macs_per_sample
 
 
 def _op_name(node: ir.Node) -> str:
@@ -132,156 +149,6 @@ def _constant_size(node: ir.Node) -> int:
     return 0
 
 
-def _fused_loop_macs(node: ir.Node) -> int:
-    """waveopt.ops::WaveRNNLoop runs a whole loop: per step, its recurrent and dense
-    matrices (W_hh1, W_x2, W_hh2, W_fc1, W_fc2, W_fc3) plus the rank-1 vectors u1..u3."""
-    total = 0
-    for index in (4, 5, 6, 7, 9, 10, 12, 13, 14):
-        value = node.inputs[index] if index < len(node.inputs) else None
-        if value is not None and value.shape is not None and all(isinstance(d, int) for d in value.shape):
-            total += math.prod(value.shape)
-    return total
-
-
-def counts_macs(node: ir.Node) -> bool:
-    """Whether the MAC rules cover this kind of op (matrix ops, Conv, RNNs)."""
-    return node.domain in ("", "ai.onnx") and node.op_type in _MAC_RULES
-
-
-def node_macs(node: ir.Node, invariant: "LoopInvariance") -> int | None:
-    """MACs of one Loop-body node per step and batch row (rules 1-4); None when a rule
-    covers the op but cannot count this node, 0 for ops no rule covers."""
-    if not counts_macs(node):
-        return 0
-    return _MAC_RULES[node.op_type](node, invariant)
-
-
-class LoopInvariance:
-    """Decides whether a value is the same at every step of one Loop body."""
-
-    def __init__(self, body: ir.Graph) -> None:
-        self._per_step: set[ir.Value] = set()
-        for g in iter_graphs(body):
-            self._per_step.update(g.inputs)
-        self._memo: dict[ir.Value, bool] = {}
-
-    def __call__(self, value: ir.Value | None) -> bool:
-        if value is None or value in self._per_step:
-            return False
-        if value.const_value is not None:
-            return True
-        if value not in self._memo:
-            node = value.producer()
-            self._memo[value] = node is None or (
-                not any(True for _ in _subgraph_attrs(node))
-                and all(self(v) for v in node.inputs if v is not None)
-            )
-        return self._memo[value]
-
-
-def _subgraph_attrs(node: ir.Node):
-    return (
-        a for a in node.attributes.values()
-        if a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-    )
-
-
-def _dims(value: ir.Value | None) -> list[int | None] | None:
-    """Static dims of ``value`` (None for a symbolic dim), or None if the rank is unknown."""
-    if value is None:
-        return None
-    if value.shape is not None:
-        return [d if isinstance(d, int) else None for d in value.shape]
-    if value.const_value is not None:
-        return list(value.const_value.shape)
-    node = value.producer()
-    if node is not None and node.op_type == "Constant" and "value" in node.attributes:
-        return list(node.attributes["value"].as_tensor().shape)
-    return None
-
-
-def _prod_or_one(dims: list[int | None]) -> int:
-    return math.prod(d if d is not None else 1 for d in dims)
-
-
-def _matmul_macs(a: ir.Value | None, b: ir.Value | None, invariant: LoopInvariance,
-                 trans_a: bool = False, trans_b: bool = False) -> int | None:
-    a_dims, b_dims = _dims(a), _dims(b)
-    if trans_a and a_dims is not None:
-        a_dims = a_dims[:-2] + a_dims[-2:][::-1]
-    if trans_b and b_dims is not None:
-        b_dims = b_dims[:-2] + b_dims[-2:][::-1]
-    if _is_static_weight(b, b_dims, invariant):
-        return b_dims[0] * b_dims[1]  # rule 1: K * N per batch row
-    if _is_static_weight(a, a_dims, invariant):
-        return a_dims[0] * a_dims[1]  # rule 1, weight on the left: M * K per batch column
-    if a_dims is None or b_dims is None or len(a_dims) < 1 or len(b_dims) < 2:
-        return None
-    k, n = a_dims[-1], b_dims[-1]
-    if k is None or n is None:
-        return None
-    rows = _prod_or_one(a_dims[:-1])
-    batch = _prod_or_one(b_dims[:-2]) if len(b_dims) > len(a_dims) else 1
-    return rows * batch * k * n  # rule 2
-
-
-def _is_static_weight(value: ir.Value | None, dims: list[int | None] | None,
-                      invariant: LoopInvariance) -> bool:
-    return dims is not None and len(dims) == 2 and None not in dims and invariant(value)
-
-
-def _matmul_rule(a_index: int, b_index: int) -> Callable[[ir.Node, LoopInvariance], int | None]:
-    def rule(node: ir.Node, invariant: LoopInvariance) -> int | None:
-        inputs = node.inputs
-        if len(inputs) <= max(a_index, b_index):
-            return None
-        return _matmul_macs(inputs[a_index], inputs[b_index], invariant)
-
-    return rule
-
-
-def _gemm_rule(node: ir.Node, invariant: LoopInvariance) -> int | None:
-    trans_a = node.attributes.get_int("transA", 0) != 0
-    trans_b = node.attributes.get_int("transB", 0) != 0
-    return _matmul_macs(node.inputs[0], node.inputs[1], invariant, trans_a, trans_b)
-
-
-def _conv_rule(node: ir.Node, invariant: LoopInvariance) -> int | None:
-    w_dims = _dims(node.inputs[1])
-    if not invariant(node.inputs[1]) or w_dims is None or None in w_dims:
-        return None
-    spatial_of = node.inputs[0] if node.op_type == "ConvTranspose" else node.outputs[0]
-    dims = _dims(spatial_of)
-    if dims is None or len(dims) < 3 or None in dims[2:]:
-        return None
-    return math.prod(w_dims) * math.prod(dims[2:])
-
-
-def _rnn_rule(node: ir.Node, invariant: LoopInvariance) -> int | None:
-    w_dims, r_dims = _dims(node.inputs[1]), _dims(node.inputs[2])
-    if w_dims is None or r_dims is None or None in w_dims or None in r_dims:
-        return None
-    x_dims = _dims(node.inputs[0])
-    seq_axis = 1 if node.attributes.get_int("layout", 0) else 0
-    seq = x_dims[seq_axis] if x_dims is not None and len(x_dims) == 3 else None
-    return (seq or 1) * (math.prod(w_dims) + math.prod(r_dims))
-
-
-_MAC_RULES: dict[str, Callable[[ir.Node, LoopInvariance], int | None]] = {
-    "MatMul": _matmul_rule(0, 1),
-    "MatMulInteger": _matmul_rule(0, 1),
-    "QLinearMatMul": _matmul_rule(0, 3),
-    "Gemm": _gemm_rule,
-    "Conv": _conv_rule,
-    "ConvInteger": _conv_rule,
-    "ConvTranspose": _conv_rule,
-    "GRU": _rnn_rule,
-    "LSTM": _rnn_rule,
-    "RNN": _rnn_rule,
-    "Einsum": lambda node, invariant: None,
-}
-
-
 def format_stats(stats: GraphStats, op_rows: bool = True) -> str:
     """One model's statistics as an aligned plain-text table (``op_rows``: a row per op type)."""
     rows = [(label, _fmt(value)) for label, value in _headline(stats)]
@@ -314,6 +181,8 @@ def _headline(stats: GraphStats) -> list[tuple[str, int | None]]:
         ("ops outside loop", stats.n_ops_outside_loop),
         ("ops inside loop body", stats.n_ops_in_loop_body),
         ("per-step MACs", stats.macs_per_step),
+        *([(f"MACs/sample, whole model ({stats.frames} frames)", round(stats.macs_per_sample))]
+          if stats.macs_per_sample is not None else []),
         ("parameters", stats.parameters),
         ("file size (bytes)", stats.file_size),
     ]

@@ -105,7 +105,8 @@ def bench_file(model_path: Path, frames=8, batch=1, threads=1, repeats=5, warmup
     steps, sequences = info.loop_shape(frames, feed["mels"].shape[0])
     samples = steps * sequences  # loop steps run, over all sequences
     rate = samples / timing.median
-    macs = graph_stats(model).macs_per_step
+    stats = graph_stats(model, frames=frames, batch=batch)  # the cost model optimize and profile use
+    macs = round(stats.macs_per_sample) if stats.macs_per_sample is not None else stats.macs_per_step
     return BenchResult(model=str(model_path), mode=info.mode, frames=frames, batch=feed["mels"].shape[0],
                        sequences=sequences, threads=threads, repeats=repeats, median_seconds=timing.median,
                        spread=timing.spread, samples_per_second=rate, real_time_factor=rate / info.sample_rate,

@@ -282,8 +282,8 @@ def run_plan(plan: OptimizePlan, model_path: Path, output: Path, *, check=False,
             forced = verdict
     with stage(f"writing {output}"):
         save_model(final, output)
-    before = graph_stats(original, file_size=os.path.getsize(model_path))
-    after = graph_stats(final, file_size=os.path.getsize(output))
+    before = graph_stats(original, file_size=os.path.getsize(model_path), frames=check_frames)
+    after = graph_stats(final, file_size=os.path.getsize(output), frames=check_frames)
     return OptimizeOutcome(Path(model_path), Path(output), result.reports, outcome, report, accuracy, forced,
                            before, after, quant_kernels=kernels,
                            check_source=str(check_inputs) if check_inputs is not None else "seeded",

@@ -43,7 +43,7 @@ from waveopt.graph import load_model
 from waveopt.model_info import wavernn_info
 from .attribution import (LOOP_GLUE, LOOP_OVERHEAD, STEP_GLUE, UNATTRIBUTED, attribute, map_optimized,
                                   module_rank)
-from .costs import module_costs
+from waveopt.costs import module_costs
 from .inputs import profile_inputs
 from .native import StageTimerFile, fused_loop_nodes
 from .session import KernelTimes, StageTimers, optimized_model, run_profiled, with_unique_node_names
