@@ -49,7 +49,8 @@ from .native import StageTimerFile, fused_loop_nodes
 from .session import KernelTimes, StageTimers, optimized_model, run_profiled, with_unique_node_names
 from waveopt.progress import stage
 
-__all__ = ["ModuleRow", "NodeRow", "Profile", "RUN_OVERHEAD", "PREEMPTED", "profile_model", "merge_stage_timers"]
+__all__ = ["ModuleRow", "NodeRow", "Profile", "RUN_OVERHEAD", "PREEMPTED", "profile_model", "merge_stage_timers",
+           "clamp_below_noise"]
 
 RUN_OVERHEAD = "run overhead"
 PREEMPTED = "preempted"
@@ -247,11 +248,11 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
     _fill_costs(profile, costs)
     for node, stages in times.stage_seconds.items():
         merge_stage_timers(profile, node, stages)
-    _clamp_below_noise(profile)
+    clamp_below_noise(profile)
     return profile
 
 
-def _clamp_below_noise(profile: Profile) -> None:
+def clamp_below_noise(profile: Profile) -> None:
     """No time is negative: a row whose estimate (or profiled time) came out below zero is
     shown as 0 and named in a note, "within noise". The estimate subtracts the profiler's
     mean cost per kernel, which varies from kernel to kernel; the overhead rows are what is
@@ -259,13 +260,13 @@ def _clamp_below_noise(profile: Profile) -> None:
     clamped = []
     for row in profile.rows:
         if row.est_us is not None and row.est_us < 0:
-            clamped.append(f"{row.module} ({row.est_us:.2f} us)")
+            clamped.append(f"{row.module} (est. {-row.est_us:.2f} us under)")
             row.est_us = 0.0
         if row.profiled_us < 0:
-            clamped.append(f"{row.module} (profiled {row.profiled_us:.2f} us)")
+            clamped.append(f"{row.module} (profiled {-row.profiled_us:.2f} us under)")
             row.profiled_us = 0.0
     if clamped:
-        profile.notes.append(f"within noise, shown as 0: {', '.join(clamped)} came out below zero, under what "
+        profile.notes.append(f"within noise, shown as 0: {', '.join(clamped)} came out under zero, below what "
                              "the profiler correction resolves (its cost per kernel varies; the mean is subtracted)")
 
 
