@@ -51,7 +51,7 @@ def adopt_graph(source: ir.Model, target: ir.Graph, prefix: str, nodes_into: ir.
         node.name = f"{prefix}/{node.name}" if node.name else None
         tag_module(node, module, scopes or {})
         for out in node.outputs:
-            if out.name is not None:
+            if out.name:
                 out.name = f"{prefix}/{out.name}"
         nodes_into.append(node)
     return inputs
