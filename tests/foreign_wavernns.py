@@ -14,8 +14,8 @@ Categorical sampling) or "mold" (30 logits, the discretized-mixture sampler: Gum
 component over 10 uniforms, then the logistic at an 11th uniform).
 
 Both step modules take (x [B, 1], m_t, a1_t, a2_t, a3_t, a4_t, h1, h2) and return
-(logits, h1', h2'); :func:`export_pair` exports step and conditioning with the dynamo or
-TorchScript exporter, :func:`reference_logits` / :func:`reference_samples` run the same
+(logits, h1', h2'); :func:`export_step` exports the step with the dynamo or TorchScript
+exporter, :func:`reference_logits` / :func:`reference_samples` run the same
 generation in PyTorch.
 """
 
@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["KINDS", "make_vocoder", "export_pair", "reference_logits", "reference_samples", "step_noise"]
+__all__ = ["KINDS", "make_vocoder", "export_step", "export_conditioning", "step_macs", "reference_logits",
+           "reference_samples", "step_noise"]
 
 KINDS = ("torchaudio", "coqui")
 MOL_K = 10
@@ -128,7 +129,7 @@ class CoquiStep(nn.Module):
 
 
 class Vocoder(nn.Module):
-    def __init__(self, kind, mode, feat=7, aux=5, rnn=19, fc=13, bits=5, scales=(3, 2), pad=1, seed=0):
+    def __init__(self, kind, mode, feat=7, aux=5, rnn=47, fc=31, bits=5, scales=(3, 2), pad=1, seed=0):
         super().__init__()
         torch.manual_seed(seed)
         self.kind, self.mode = kind, mode
@@ -160,23 +161,34 @@ def make_vocoder(kind: str, mode: str = "raw", seed: int = 0) -> Vocoder:
     return Vocoder(kind, mode, seed=seed)
 
 
-def export_pair(vocoder: Vocoder, exporter: str) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """(step, conditioning) as ONNX models, exported with "dynamo" (its graph optimizer off,
-    so GRU weights are re-sliced into ONNX gate order at every step) or "torchscript"."""
-    b, frames = 3, 5
-    mels = torch.rand(b, vocoder.feat, frames)
+def export_step(vocoder: Vocoder, exporter: str) -> onnx.ModelProto:
+    """The step as an ONNX model, exported with "dynamo" (its graph optimizer off, so the
+    GRU weights are re-sliced into ONNX gate order at every step) or "torchscript"."""
+    b = 3
     with torch.no_grad():
-        cond = vocoder.conditioning(mels)
+        cond = vocoder.conditioning(torch.rand(b, vocoder.feat, 5))
     cond_t = [c.select(2 if vocoder.layout == "bct" else 1, 0) for c in cond]
     args = (torch.rand(b, 1), *cond_t, torch.rand(*vocoder.state_shape(b)), torch.rand(*vocoder.state_shape(b)))
     names = ["x", "m_t", "a1", "a2", "a3", "a4", "h1", "h2"]
     batch_axis = 1 if vocoder.kind == "torchaudio" else 0
-    step_axes = {n: {0: "batch"} for n in names[:6]} | {"h1": {batch_axis: "batch"}, "h2": {batch_axis: "batch"}}
-    cond_names = ["m", "a1", "a2", "a3", "a4"]
+    axes = {n: {0: "batch"} for n in names[:6]} | {"h1": {batch_axis: "batch"}, "h2": {batch_axis: "batch"}}
+    return _export(vocoder.step, args, names, ["logits", "h1_next", "h2_next"], axes, exporter)
+
+
+def export_conditioning(vocoder: Vocoder) -> onnx.ModelProto:
+    """The conditioning network (TorchScript exporter: the step is what the tests vary)."""
+    names = ["m", "a1", "a2", "a3", "a4"]
     time_axis = 2 if vocoder.layout == "bct" else 1
-    cond_axes = {"mels": {0: "batch", 2: "frames"}} | {n: {0: "batch", time_axis: "steps"} for n in cond_names}
-    return (_export(vocoder.step, args, names, ["logits", "h1_next", "h2_next"], step_axes, exporter),
-            _export(vocoder.conditioning, (mels,), ["mels"], cond_names, cond_axes, exporter))
+    axes = {"mels": {0: "batch", 2: "frames"}} | {n: {0: "batch", time_axis: "steps"} for n in names}
+    return _export(vocoder.conditioning, (torch.rand(3, vocoder.feat, 5),), ["mels"], names, axes, "torchscript")
+
+
+def step_macs(vocoder: Vocoder) -> int:
+    """Multiply-accumulates of one step, counted from the architecture (the reference)."""
+    feat, aux, rnn = vocoder.feat, vocoder.aux, vocoder.rnn
+    fc = vocoder.step.fc1.out_features
+    return ((1 + feat + aux) * rnn + 3 * rnn * rnn + 3 * rnn * rnn + 3 * (rnn + aux) * rnn + 3 * rnn * rnn
+            + (rnn + aux) * fc + (fc + aux) * fc + fc * vocoder.classes)
 
 
 def _export(module, args, names, outputs, axes, exporter) -> onnx.ModelProto:

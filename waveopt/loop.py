@@ -84,6 +84,9 @@ def from_step(step_model, conditioning_model=None, sampler: str = "raw-icdf", *,
         for value in main.inputs:
             value.name = value.name.removeprefix("cond/")
         sequences = take_outputs(cond)
+        for value in sequences:  # exporters may give different sizes one symbolic name
+            if value.shape is not None:
+                value.shape = ir.Shape([d if isinstance(d, int) else None for d in value.shape])
     else:
         sequences = []
         for value in step.graph.inputs[1:1 + n_cond]:
@@ -97,6 +100,11 @@ def from_step(step_model, conditioning_model=None, sampler: str = "raw-icdf", *,
                      for i, v in enumerate(sequences)]
     if not sequences:
         raise WaveoptError("the step has no conditioning input: the number of steps is unknown")
+    for value, step_input in zip(sequences, step.graph.inputs[1:1 + n_cond]):
+        # [T, B, k] with the width the step declares (the conditioning model may not know it)
+        k = step_input.shape[-1] if step_input.shape is not None and step_input.shape else None
+        value.shape = ir.Shape(["steps", "batch", k if isinstance(k, int) else None])
+        value.type = ir.TensorType(FLOAT)
 
     shape = add_node(main, "Shape", [sequences[0]], "loop/shape").outputs[0]
     steps = add_node(main, "Gather", [shape, const_i64(main, "loop/i0", [0])], "loop/steps_1d").outputs[0]
