@@ -16,6 +16,7 @@ from foreign_wavernns import (
 from native_emulation import run_lowered
 
 import waveopt
+import waveopt.passes
 from waveopt.graph import iter_nodes, to_ir
 from waveopt.loop import from_step
 from waveopt.report import graph_stats
@@ -106,3 +107,49 @@ def _assert_same_or_near_tie(got, expected, vocoder, mels, noise, index=0):
     cdf = np.cumsum(e / e.sum())
     u = noise[t, b, index] if noise.ndim == 3 else noise[t, b]
     assert np.abs(cdf - u).min() <= 1e-5, f"samples differ at step {t}, batch {b}, not at a near-tie"
+
+
+# --- samplers: where the uniform sits, and samplers the fused op does not have ---------------
+@pytest.mark.parametrize("width, index", [(0, 0), (1, 0), (3, 2)], ids=["TB", "TB1", "TB3_at2"])
+def test_raw_icdf_at_any_noise_column_lowers(width, index, foreign):
+    vocoder, step, cond = foreign("coqui", "raw", "torchscript")
+    model = from_step(step, cond, "raw-icdf", conditioning_layout=vocoder.layout, noise_width=width,
+                      noise_index=index)
+    result = waveopt.optimize(model, preset="native")
+    ops = [n.op_type for n in result.model.graph.node]
+    assert "Loop" not in ops and ops.count("WaveRNNLoop") == 1
+    summary = next(r.summary for r in result.reports if r.name == "lower_native")
+    assert "RAW inverse CDF" in summary and ("[T, B]" if width == 0 else f"[T, B, {width}]") in summary
+    mels, steps = _feed(vocoder, frames=4, seed=5)
+    noise = step_noise(steps, 2, width, seed=6)
+    expected = reference_samples(vocoder, mels, noise, index=index)
+    got = run_lowered(result.model, {"mels": mels, "noise": noise})["samples"]
+    _assert_same_or_near_tie(got, expected, vocoder, mels, noise, index)
+
+
+@pytest.mark.parametrize("sampler, mode, named", [("mol-gumbel", "mol", "Gumbel-max"),
+                                                  ("raw-argmax", "raw", "argmax")])
+def test_a_sampler_the_op_lacks_keeps_the_portable_loop(sampler, mode, named, foreign):
+    vocoder, step, cond = foreign("coqui", mode, "torchscript")
+    model = from_step(step, cond, sampler, conditioning_layout=vocoder.layout)
+    native = waveopt.optimize(model, preset="native")
+    summary = next(r.summary for r in native.reports if r.name == "lower_native")
+    assert named in summary
+    body_ops = _all_ops(native.model)
+    assert "Loop" in body_ops and "WaveRNNLoop" not in body_ops and "GRU" not in body_ops
+    loop = next(n for n in native.model.graph.node if n.op_type == "Loop")
+    assert "FusedDense" not in [n.op_type for n in loop.attribute[0].g.node]
+    portable = waveopt.optimize(model, passes=[p for p in waveopt.passes.PRESETS["portable"] if p != "pad_dims"])
+    assert graph_stats(native.model).macs_per_step <= graph_stats(portable.model).macs_per_step
+    assert graph_stats(native.model).macs_per_step <= 0.78 * step_macs(vocoder)
+    mels, steps = _feed(vocoder, frames=3, seed=7)
+    feed = {"mels": mels}
+    if sampler == "mol-gumbel":
+        feed["noise"] = step_noise(steps, 2, 11, seed=8)
+        expected = reference_samples(vocoder, mels, feed["noise"], sampler="gumbel")
+    else:
+        expected = None
+    unoptimized = session(model).run(["samples"], feed)[0]
+    if expected is not None:
+        assert np.abs(unoptimized - expected).max() <= 1e-4  # Gumbel-max: no CDF boundaries to tie at
+    assert waveopt.compare_models(model, native.model, feed).ok
