@@ -40,16 +40,22 @@ _DEFAULT_ACTIVATIONS = ["Sigmoid", "Tanh"]
 class LowerGruPass(WaveoptPass):
     """Rewrite every one-step ONNX GRU op as Gemm + Split + Sigmoid/Tanh gate math.
 
-    1. A ``GRU`` of the default domain is lowered when it runs exactly one step: its X has
-       a static sequence length of 1, or X is ``Unsqueeze`` of a value on the sequence axis.
+    1. A ``GRU`` of the default domain is lowered when it provably runs exactly one step:
+       its X has size 1 on the sequence axis by a static shape or by structure
+       (Unsqueeze / Reshape / Expand / Slice to a size-1 axis, through Transpose: e.g.
+       ``Transpose(Unsqueeze(x, 1), [1, 0, 2])`` of ``nn.GRU(batch_first=True)``).
     2. It must be ``direction="forward"`` (one direction), have the default activations
        (Sigmoid, Tanh) without alpha/beta, no ``clip``, no ``sequence_lens`` input, and
-       constant float32 W, R (and B, if given). ``layout`` 0 and 1 and
+       float32 W, R (and B, if given) that are constants or computed from constants only
+       (the dynamo exporter re-slices nn.GRU's weights into ONNX gate order inside the
+       body: evaluated once here, the slicing becomes dead). ``layout`` 0 and 1 and
        ``linear_before_reset`` 0 and 1 are handled; a missing B is a zero bias, a missing
-       ``initial_h`` a zero state.
+       ``initial_h`` a zero state; initial_h may come from the body or the outer scope.
     3. X = Unsqueeze(x) and initial_h = Unsqueeze(h) are read through (x and h feed the
-       Gemms); consumers of Y / Y_h that only Squeeze the unit axes read h' directly;
-       any other consumer gets Y / Y_h back from an Unsqueeze of h'.
+       Gemms), else squeezed; consumers of Y / Y_h that only drop the unit axes
+       (Squeeze, or Gather of index 0: PyTorch's ``h_n[0]``) read h' directly; any other
+       consumer gets Y / Y_h back from an Unsqueeze of h'. A Loop state carried as
+       [1, B, H] around a lowered GRU is then carried as [B, H] (``_unit_states``).
     4. Any other GRU is left alone and the summary says why. Every new node copies the
        GRU's metadata (``waveopt.module``); weights no longer used are removed.
     """
@@ -149,8 +155,8 @@ def _unit_axis_source(value: ir.Value | None, axis: int, rank: int):
 
 def _has_unit_axis(value: ir.Value, axis: int, rank: int, depth: int) -> bool:
     """Structural proof that ``value`` (of rank ``rank``) has size 1 on ``axis``: a static
-    shape, or Unsqueeze / Reshape / Expand / Slice producing the size-1 axis, through
-    Transpose and Identity."""
+    shape, or Unsqueeze / Reshape / Expand / Slice / ConstantOfShape producing the size-1
+    axis, through Transpose and Identity."""
     shape = value.shape
     if shape is not None and len(shape) == rank and shape[axis] == 1:
         return True
@@ -178,6 +184,8 @@ def _has_unit_axis(value: ir.Value, axis: int, rank: int, depth: int) -> bool:
         if t_axis >= 0 and target[t_axis] != 1:
             return False
         return s_axis < 0 or _has_unit_axis(src, s_axis, src_rank, depth + 1)
+    if op == "ConstantOfShape":  # zeros [1, B, H] built from a computed shape
+        return _shape_entry(node.inputs[0], axis) == 1
     if op == "Slice":
         starts, ends = int_list(_input(node, 1)), int_list(_input(node, 2))
         axes = int_list(_input(node, 3)) if _input(node, 3) is not None else list(range(len(starts or [])))
@@ -190,6 +198,28 @@ def _has_unit_axis(value: ir.Value, axis: int, rank: int, depth: int) -> bool:
                     _has_unit_axis(node.inputs[0], axis, rank, depth + 1)
         return _has_unit_axis(node.inputs[0], axis, rank, depth + 1)
     return False
+
+
+def _shape_entry(shape: ir.Value, index: int) -> int | None:
+    """Entry ``index`` of a 1-D int64 shape tensor: a constant, or a Concat of pieces of
+    known length (constants, or values of static shape)."""
+    known = const_ints(shape)
+    if known is not None:
+        return known[index] if index < len(known) else None
+    node = shape.producer()
+    if node is None or node.op_type != "Concat" or not is_default_domain(node):
+        return None
+    offset = 0
+    for piece in node.inputs:
+        values = const_ints(piece)
+        length = len(values) if values is not None else (
+            piece.shape[0] if piece.shape is not None and len(piece.shape) == 1 else None)
+        if not isinstance(length, int):
+            return None
+        if offset <= index < offset + length:
+            return values[index - offset] if values is not None else None
+        offset += length
+    return None
 
 
 def _squeezed(value: ir.Value, axis: int, rank: int) -> ir.Value | None:
