@@ -33,7 +33,7 @@ import onnx
 import onnx_ir as ir
 import torch
 
-from ..loop_assembly import PerStep, adopt_graph, add_node, build_step_loop, const_i64, take_outputs
+from waveopt.loop.assembly import PerStep, adopt_graph, add_node, build_step_loop, const_i64, take_outputs
 from .modules import Conditioning, PostProcess, Step, TeacherForcedStep
 from .wavernn import WaveRNN
 

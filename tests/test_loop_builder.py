@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, cli
 from foreign_wavernns import export_conditioning, export_step, make_vocoder, reference_samples, step_noise
 
 from waveopt.errors import WaveoptError
@@ -104,3 +105,39 @@ def test_a_step_without_a_batch_dim_is_refused(coqui):
                 dim.dim_value = 3
     with pytest.raises(WaveoptError, match="no symbolic \\(batch\\) dimension"):
         from_step(fixed, cond)
+
+
+# --- the CLI form -------------------------------------------------------------------------------
+def test_cli_writes_the_loop_model(tmp_path, capsys, coqui):
+    vocoder, step, cond = coqui
+    onnx.save(step, tmp_path / "step.onnx")
+    onnx.save(cond, tmp_path / "cond.onnx")
+    out = tmp_path / "model.onnx"
+    code, stdout, err = cli(capsys, "loop", tmp_path / "step.onnx", "--conditioning", tmp_path / "cond.onnx",
+                            "--sampler", "raw-icdf", "--noise-width", "0", "-o", out)
+    assert code == 0, err
+    assert f"wrote {out}" in stdout
+    model = onnx.load(out)
+    rng = np.random.default_rng(3)
+    mels = rng.uniform(0, 1, (1, vocoder.feat, 3)).astype(np.float32)
+    noise = step_noise(3 * vocoder.hop, 1, 0, seed=4)
+    got = session(model).run(["samples"], {"mels": mels, "noise": noise})[0]
+    expected = reference_samples(vocoder, mels, noise)
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4
+    code, _, err = cli(capsys, "loop", tmp_path / "step.onnx", "--conditioning", tmp_path / "cond.onnx", "-o", out)
+    assert_one_line_error(code, err, "exists")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["missing.onnx"], "no such file"),
+    (["step.onnx", "--sampler", "gumbel"], "unknown sampler"),
+    (["not_onnx.onnx"], "cannot read the step model"),
+])
+def test_cli_bad_input_is_one_line(args, needle, tmp_path, capsys, coqui):
+    _, step, _ = coqui
+    onnx.save(step, tmp_path / "step.onnx")
+    (tmp_path / "not_onnx.onnx").write_text("hello")
+    code, _, err = cli(capsys, "loop", *[tmp_path / a if a.endswith(".onnx") else a for a in args],
+                       "-o", tmp_path / "out.onnx")
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "out.onnx").exists()

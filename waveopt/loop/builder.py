@@ -29,10 +29,10 @@ import os
 import onnx
 import onnx_ir as ir
 
-from .errors import WaveoptError
-from .graph import to_ir
-from .loop_assembly import PerStep, add_node, adopt_graph, build_step_loop, const_i64, take_outputs
-from .loop_samplers import SAMPLERS, add_sampler, needed_noise_width, sampler_mode
+from waveopt.errors import WaveoptError
+from waveopt.graph import to_ir
+from waveopt.loop.assembly import PerStep, add_node, adopt_graph, build_step_loop, const_i64, take_outputs
+from waveopt.loop.samplers import SAMPLERS, add_sampler, needed_noise_width, sampler_mode
 
 __all__ = ["from_step", "SAMPLERS", "LAYOUTS"]
 
@@ -48,7 +48,7 @@ def from_step(step_model, conditioning_model=None, sampler: str = "raw-icdf", *,
     """The whole-generation model of a one-step cell (see the module docstring).
 
     ``step_model``, ``conditioning_model``: ONNX models (path, ModelProto or onnx_ir.Model).
-    ``sampler``: one of ``SAMPLERS`` (``waveopt.loop_samplers``); its mode (raw / mol) is
+    ``sampler``: one of ``SAMPLERS`` (``waveopt.loop.samplers``); its mode (raw / mol) is
     written to the metadata. ``noise_width``: the noise input's trailing size (0: noise is
     [T, B]; default 2, or K + 1 for ``mol-gumbel``) and ``noise_index`` where ``raw-icdf``
     reads its uniform. Raises WaveoptError when the models do not fit together.
