@@ -216,7 +216,7 @@ def _time_major(b: _Builder, outer: ir.Value, axis: int, trip_1d) -> ir.Value:
 
 def _op_noise(b: _Builder, noise: ir.Value, sampler: SamplerMatch) -> ir.Value:
     """The op's noise [T, B, 2] (its two uniforms) from the loop's noise [T, B] or [T, B, k]."""
-    if sampler.width == 2 and sampler.columns == (0, 1):
+    if sampler.width == 2 and sampler.columns in ((0, 1), (0, 0)):  # RAW reads column 0 only
         return noise
     if sampler.width == 0:
         noise = b.node("Unsqueeze", [noise, b.const(np.array([2]), "axis2", np.int64)], "loop")[0]
