@@ -203,7 +203,7 @@ def _has_unit_axis(value: ir.Value, axis: int, rank: int, depth: int) -> bool:
 def _shape_entry(shape: ir.Value, index: int) -> int | None:
     """Entry ``index`` of a 1-D int64 shape tensor: a constant, or a Concat of pieces of
     known length (constants, or values of static shape)."""
-    known = const_ints(shape)
+    known = int_list(shape)
     if known is not None:
         return known[index] if index < len(known) else None
     node = shape.producer()
@@ -211,7 +211,7 @@ def _shape_entry(shape: ir.Value, index: int) -> int | None:
         return None
     offset = 0
     for piece in node.inputs:
-        values = const_ints(piece)
+        values = int_list(piece)
         length = len(values) if values is not None else (
             piece.shape[0] if piece.shape is not None and len(piece.shape) == 1 else None)
         if not isinstance(length, int):
