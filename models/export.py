@@ -33,6 +33,7 @@ import onnx
 import onnx_ir as ir
 import torch
 
+from waveopt.loop.assembly import PerStep, adopt_graph, add_node, build_step_loop, const_i64, take_outputs
 from .modules import Conditioning, PostProcess, Step, TeacherForcedStep
 from .wavernn import WaveRNN
 
@@ -40,7 +41,6 @@ __all__ = ["export_wavernn", "export_step", "OPSET"]
 
 OPSET = 18
 FLOAT = ir.DataType.FLOAT
-INT64 = ir.DataType.INT64
 
 
 def export_wavernn(
@@ -62,8 +62,8 @@ def export_wavernn(
     step = _export_step_ir(model, teacher_forced)
     main = ir.Graph([], [], nodes=[], opset_imports={"": OPSET}, name="wavernn")
 
-    (mels,) = _adopt_graph(cond, main, "cond", module="conditioning")
-    m_seq, aux_seq = _take_outputs(cond)
+    (mels,) = adopt_graph(cond, main, "cond", module="conditioning", scopes=_SCOPES)
+    m_seq, aux_seq = take_outputs(cond)
     mels.name = "mels"
     main.inputs.append(mels)
     folds = "folds" if fold else "batch"
@@ -86,10 +86,10 @@ def export_wavernn(
         samples_dims = {1: _dim("folds")} if fold else {0: _dim("steps"), 1: _dim("batch")}
         post = _trace(PostProcess(model, fold), (torch.rand(steps, 2), torch.rand(1, hp.feat_dims, 6)),
                       {"samples": samples_dims, "mels": {0: _dim("mel_batch"), 2: _dim("frames", 2)}})
-        post_samples, post_mels = _adopt_graph(post, main, "post", module="postprocess")
+        post_samples, post_mels = adopt_graph(post, main, "post", module="postprocess", scopes=_SCOPES)
         post_samples.replace_all_uses_with(samples)
         post_mels.replace_all_uses_with(mels)
-        (wave,) = _take_outputs(post)
+        (wave,) = take_outputs(post)
         wave.name = "wave"
         main.outputs.extend([wave, samples])
 
@@ -155,135 +155,43 @@ def _quiet_torch_logs():
 
 
 # --- assembly -----------------------------------------------------------------------------
-def _adopt_graph(source: ir.Model, target: ir.Graph, prefix: str, nodes_into: ir.Graph | None = None,
-                 module: str = ""):
-    """Move ``source``'s initializers into ``target`` and its nodes into ``nodes_into``.
-
-    Values are renamed ``prefix/...`` so names stay unique across the main graph and the
-    Loop body. Returns the source's graph inputs, detached so the caller can rewire them.
-    """
-    graph = source.graph
-    nodes_into = nodes_into if nodes_into is not None else target
-    for value in list(graph.initializers.values()):
-        graph.initializers.pop(value.name)
-        value.name = f"{prefix}/{value.name}"
-        target.register_initializer(value)
-    inputs = list(graph.inputs)
-    graph.inputs.clear()
-    for value in inputs:
-        value.name = f"{prefix}/{value.name}"
-    for node in list(graph):
-        graph.remove(node)
-        node.name = f"{prefix}/{node.name}" if node.name else None
-        _tag_module(node, module)
-        for out in node.outputs:
-            out.name = f"{prefix}/{out.name}"
-        nodes_into.append(node)
-    return inputs
-
-
 # Name scopes of the traced modules -> the WaveRNN module a node belongs to.
 _SCOPES = {"model.I": "I", "rnn1": "rnn1", "rnn2": "rnn2", "model.fc1": "fc1", "model.fc2": "fc2",
            "model.fc3": "fc3", "sampler": "sampling"}
-MODULE_KEY = "waveopt.module"
-
-
-def _tag_module(node: ir.Node, default: str) -> None:
-    """Set ``waveopt.module`` from the exporter's name scopes; drop the exporter's metadata."""
-    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
-    module = next((name for scope, name in _SCOPES.items() if f"'{scope}'" in scopes), default)
-    for key in [k for k in node.metadata_props if k.startswith("pkg.torch.") or k == "namespace"]:
-        del node.metadata_props[key]
-    if module:
-        node.metadata_props[MODULE_KEY] = module
-
-
-def _take_outputs(source: ir.Model) -> list[ir.Value]:
-    outputs = list(source.graph.outputs)
-    source.graph.outputs.clear()
-    return outputs
 
 
 def _input(name: str, dims: list) -> ir.Value:
     return ir.Value(name=name, type=ir.TensorType(FLOAT), shape=ir.Shape(dims))
 
 
-def _const_i64(graph: ir.Graph, name: str, values: list[int]) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(values, dtype=INT64, name=name))
-    value.type = ir.TensorType(INT64)
-    value.shape = ir.Shape([len(values)])
-    graph.register_initializer(value)
-    return value
-
-
-def _add(graph: ir.Graph, op: str, inputs, name: str, num_outputs: int = 1, **attrs) -> ir.Node:
-    node = ir.Node("", op, inputs, attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
-                   num_outputs=num_outputs, name=name, metadata_props={MODULE_KEY: "loop"})
-    for i, out in enumerate(node.outputs):
-        out.name = name if num_outputs == 1 else f"{name}_{i}"
-    graph.append(node)
-    return node
-
-
 def _build_loop(main, step: ir.Model, m_seq, aux_seq, driver, rnn_dims, teacher_forced) -> ir.Node:
     """Append the initial states and the Loop node that runs ``step`` once per time step."""
     # Trip count and the zero initial states, from m's shape [T, B', feat].
-    shape = _add(main, "Shape", [m_seq], "loop/shape").outputs[0]
-    one, two = (_const_i64(main, f"loop/c{i}", [i]) for i in (1, 2))
-    steps = _add(main, "Gather", [shape, _const_i64(main, "loop/i0", [0])], "loop/steps_1d").outputs[0]
-    trip_count = _add(main, "Squeeze", [steps], "loop/trip_count").outputs[0]
-    batch = _add(main, "Slice", [shape, one, two], "loop/batch").outputs[0]
-    state_shape = _add(main, "Concat", [batch, _const_i64(main, "loop/rnn_dims", [rnn_dims])],
-                       "loop/state_shape", axis=0).outputs[0]
-    x_shape = _add(main, "Concat", [batch, one], "loop/x_shape", axis=0).outputs[0]
+    shape = add_node(main, "Shape", [m_seq], "loop/shape").outputs[0]
+    one, two = (const_i64(main, f"loop/c{i}", [i]) for i in (1, 2))
+    steps = add_node(main, "Gather", [shape, const_i64(main, "loop/i0", [0])], "loop/steps_1d").outputs[0]
+    trip_count = add_node(main, "Squeeze", [steps], "loop/trip_count").outputs[0]
+    batch = add_node(main, "Slice", [shape, one, two], "loop/batch").outputs[0]
+    state_shape = add_node(main, "Concat", [batch, const_i64(main, "loop/rnn_dims", [rnn_dims])],
+                           "loop/state_shape", axis=0).outputs[0]
     zeros = ir.tensor([0.0], dtype=FLOAT)
-    h_init = _add(main, "ConstantOfShape", [state_shape], "loop/h_init", value=zeros).outputs[0]
+    h_init = add_node(main, "ConstantOfShape", [state_shape], "loop/h_init", value=zeros).outputs[0]
 
-    # The body: gather this step's conditioning (and noise), then the traced step.
-    iteration = ir.Value(name="loop/t", type=ir.TensorType(INT64), shape=ir.Shape([]))
-    cond_in = ir.Value(name="loop/cond_in", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([]))
-    body = ir.Graph([iteration, cond_in], [], nodes=[], name="wavernn_step")
-    step_outputs = _take_outputs(step)
-    step_inputs = _adopt_graph(step, main, "step", nodes_into=body, module="step")
-    x_in, m_in, aux_in, h1_in, h2_in = step_inputs[:5]
-    m_t = _add(body, "Gather", [m_seq, iteration], "loop/m_t", axis=0).outputs[0]
-    aux_t = _add(body, "Gather", [aux_seq, iteration], "loop/aux_t", axis=0).outputs[0]
-    drive_t = _add(body, "Gather", [driver, iteration], "loop/drive_t", axis=0).outputs[0]
-    # Gathers must run before the traced step's nodes that read them.
-    for node in reversed([m_t.producer(), aux_t.producer(), drive_t.producer()]):
-        body.remove(node)
-        body.insert_before(body.node(0), node)
-    m_in.replace_all_uses_with(m_t)
-    aux_in.replace_all_uses_with(aux_t)
-    cond_out = _add(body, "Identity", [cond_in], "loop/cond_out").outputs[0]
-
+    # Step inputs (x, m_t, aux_t, h1, h2[, u]); outputs (logits, h1', h2') teacher-forced,
+    # else (x', h1', h2', sample).
+    per_step = {1: PerStep(m_seq, "loop/m_t"), 2: PerStep(aux_seq, "loop/aux_t")}
     if teacher_forced:
-        x_t = _add(body, "Unsqueeze", [drive_t, _const_i64(main, "loop/axis1", [1])], "loop/x_t")
-        body.remove(x_t)
-        body.insert_after(drive_t.producer(), x_t)
-        x_in.replace_all_uses_with(x_t.outputs[0])
-        h1_in.name, h2_in.name = "loop/h1", "loop/h2"
-        body.inputs.extend([h1_in, h2_in])
-        logits, h1_out, h2_out = step_outputs
-        body.outputs.extend([cond_out, h1_out, h2_out, logits])
-        initial = [h_init, h_init]
+        per_step[0] = PerStep(driver, "loop/drive_t", unsqueeze_axis=1)
+        carried = [(3, 1, h_init, "loop/h1"), (4, 2, h_init, "loop/h2")]
+        scanned = [0]
     else:
-        step_inputs[5].replace_all_uses_with(drive_t)
-        for v, n in ((x_in, "loop/x"), (h1_in, "loop/h1"), (h2_in, "loop/h2")):
-            v.name = n
-        body.inputs.extend([x_in, h1_in, h2_in])
-        x_out, h1_out, h2_out, sample = step_outputs
-        body.outputs.extend([cond_out, x_out, h1_out, h2_out, sample])
-        x_init = _add(main, "ConstantOfShape", [x_shape], "loop/x_init", value=zeros).outputs[0]
-        initial = [x_init, h_init, h_init]
-
-    n_out = len(body.outputs) - 1
-    loop = ir.Node("", "Loop", [trip_count, None, *initial], attributes=[ir.AttrGraph("body", body)],
-                   num_outputs=n_out, name="loop", metadata_props={MODULE_KEY: "loop"})
-    for i, out in enumerate(loop.outputs):
-        out.name = f"loop/out{i}"
-    main.append(loop)
-    return loop
+        per_step[5] = PerStep(driver, "loop/drive_t")
+        x_shape = add_node(main, "Concat", [batch, one], "loop/x_shape", axis=0).outputs[0]
+        x_init = add_node(main, "ConstantOfShape", [x_shape], "loop/x_init", value=zeros).outputs[0]
+        carried = [(0, 0, x_init, "loop/x"), (3, 1, h_init, "loop/h1"), (4, 2, h_init, "loop/h2")]
+        scanned = [3]
+    return build_step_loop(main, step, trip_count, per_step=per_step, carried=carried, scanned=scanned,
+                           scopes=_SCOPES)
 
 
 def _declare_outputs(main: ir.Graph, teacher_forced: bool, fold, n_classes: int) -> None:

@@ -53,11 +53,12 @@ LOOP_PASSES = ["split_concat_matmul", "hoist_aux_projections", "fold_linear", "h
 
 # Named pass lists, run in order. A name must be registered to be run.
 PRESETS: dict[str, list[str]] = {
-    # Standard ONNX ops only: runs in any ONNX Runtime.
-    "portable": ["simplify", *LOOP_PASSES, "pad_dims", "simplify"],
+    # Standard ONNX ops only: runs in any ONNX Runtime. lower_gru first: one-step ONNX GRU
+    # ops (nn.GRU exports) become the gate math every later pass reads.
+    "portable": ["lower_gru", "simplify", *LOOP_PASSES, "pad_dims", "simplify"],
     # The WaveRNN Loop becomes waveopt.ops::WaveRNNLoop (lower_native does its own hoisting
     # and folding); the loop passes then tidy whatever stays in standard ops.
-    "native": ["simplify", "lower_native", *LOOP_PASSES, "simplify"],
+    "native": ["lower_gru", "simplify", "lower_native", *LOOP_PASSES, "simplify"],
 }
 
 

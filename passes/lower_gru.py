@@ -25,9 +25,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from waveopt.passes._analysis.const_eval import constant_value
 from waveopt.passes._ir import (
     Emitter, Names, const_array, int_list, is_default_domain, remove_if_dead, replace_value,
 )
+from waveopt.passes._unit_states import narrow_unit_states
 from waveopt.passes.base import WaveoptPass
 
 __all__ = ["LowerGruPass"]
@@ -38,16 +40,22 @@ _DEFAULT_ACTIVATIONS = ["Sigmoid", "Tanh"]
 class LowerGruPass(WaveoptPass):
     """Rewrite every one-step ONNX GRU op as Gemm + Split + Sigmoid/Tanh gate math.
 
-    1. A ``GRU`` of the default domain is lowered when it runs exactly one step: its X has
-       a static sequence length of 1, or X is ``Unsqueeze`` of a value on the sequence axis.
+    1. A ``GRU`` of the default domain is lowered when it provably runs exactly one step:
+       its X has size 1 on the sequence axis by a static shape or by structure
+       (Unsqueeze / Reshape / Expand / Slice to a size-1 axis, through Transpose: e.g.
+       ``Transpose(Unsqueeze(x, 1), [1, 0, 2])`` of ``nn.GRU(batch_first=True)``).
     2. It must be ``direction="forward"`` (one direction), have the default activations
        (Sigmoid, Tanh) without alpha/beta, no ``clip``, no ``sequence_lens`` input, and
-       constant float32 W, R (and B, if given). ``layout`` 0 and 1 and
+       float32 W, R (and B, if given) that are constants or computed from constants only
+       (the dynamo exporter re-slices nn.GRU's weights into ONNX gate order inside the
+       body: evaluated once here, the slicing becomes dead). ``layout`` 0 and 1 and
        ``linear_before_reset`` 0 and 1 are handled; a missing B is a zero bias, a missing
-       ``initial_h`` a zero state.
+       ``initial_h`` a zero state; initial_h may come from the body or the outer scope.
     3. X = Unsqueeze(x) and initial_h = Unsqueeze(h) are read through (x and h feed the
-       Gemms); consumers of Y / Y_h that only Squeeze the unit axes read h' directly;
-       any other consumer gets Y / Y_h back from an Unsqueeze of h'.
+       Gemms), else squeezed; consumers of Y / Y_h that only drop the unit axes
+       (Squeeze, or Gather of index 0: PyTorch's ``h_n[0]``) read h' directly; any other
+       consumer gets Y / Y_h back from an Unsqueeze of h'. A Loop state carried as
+       [1, B, H] around a lowered GRU is then carried as [B, H] (``_unit_states``).
     4. Any other GRU is left alone and the summary says why. Every new node copies the
        GRU's metadata (``waveopt.module``); weights no longer used are removed.
     """
@@ -61,19 +69,26 @@ class LowerGruPass(WaveoptPass):
         if not grus:
             return self.result(model, note="no GRU op")
         names = Names(model)
-        lowered, skipped = 0, []
+        lowered, skipped, bodies = 0, [], set()
         for node in grus:
             label = node.name or (node.outputs[1].name if len(node.outputs) > 1 else "") or "GRU"
             plan, why = _plan(node)
             if plan is None:
                 skipped.append(f"GRU {label!r}: {why}")
                 continue
+            bodies.add(id(node.graph))
             _lower(node, plan, model.graph, names)
             lowered += 1
         note = "; ".join(skipped)
         if not lowered:
             return self.result(model, note=note)
-        return self.result(model, f"lowered {lowered} GRU op(s) to Gemm + Split + gate math", note)
+        loops = [n for n in ir.traversal.RecursiveGraphIterator(model.graph)
+                 if n.op_type == "Loop" and is_default_domain(n) and id(n.attributes["body"].value) in bodies]
+        narrowed = sum(narrow_unit_states(loop, model.graph, names) for loop in loops)
+        done = f"lowered {lowered} GRU op(s) to Gemm + Split + gate math"
+        if narrowed:
+            done += f", {narrowed} Loop state(s) carried without their unit axis"
+        return self.result(model, done, note)
 
 
 class _Plan:
@@ -104,9 +119,9 @@ def _plan(node: ir.Node) -> tuple[_Plan | None, str]:
     lbr = attrs.get_int("linear_before_reset", 0)
     if _input(node, 4) is not None:
         return None, "sequence_lens given"
-    w, r = const_array(_input(node, 1)), const_array(_input(node, 2))
+    w, r = constant_value(_input(node, 1)), constant_value(_input(node, 2))
     b_value = _input(node, 3)
-    b = const_array(b_value) if b_value is not None else None
+    b = constant_value(b_value) if b_value is not None else None
     if w is None or r is None or (b_value is not None and b is None):
         return None, "weights are not constant"
     if any(a.dtype != np.float32 for a in (w, r, *([b] if b is not None else []))):
@@ -130,19 +145,112 @@ def _plan(node: ir.Node) -> tuple[_Plan | None, str]:
 
 
 def _unit_axis_source(value: ir.Value | None, axis: int, rank: int):
-    """(source, read_through) when ``value`` has size 1 on ``axis``: read_through means
-    ``value`` is Unsqueeze(source, [axis]); else (value, False) for a static size 1."""
-    if value is None:
+    """(value, source) when ``value`` provably has size 1 on ``axis``, else None. ``source``
+    is a value equal to Squeeze(value, [axis]) found in the graph (e.g. x of
+    ``Transpose(Unsqueeze(x, 1), [1, 0, 2])``), or None: the lowering then squeezes."""
+    if value is None or not _has_unit_axis(value, axis, rank, 0):
         return None
-    node = value.producer()
-    if node is not None and node.op_type == "Unsqueeze" and is_default_domain(node):
-        axes = int_list(_input(node, 1))
-        if axes is not None and [a % rank for a in axes] == [axis]:
-            return node.inputs[0], True
+    return value, _squeezed(value, axis, rank)
+
+
+def _has_unit_axis(value: ir.Value, axis: int, rank: int, depth: int) -> bool:
+    """Structural proof that ``value`` (of rank ``rank``) has size 1 on ``axis``: a static
+    shape, or Unsqueeze / Reshape / Expand / Slice / ConstantOfShape producing the size-1
+    axis, through Transpose and Identity."""
     shape = value.shape
     if shape is not None and len(shape) == rank and shape[axis] == 1:
-        return value, False
+        return True
+    node = value.producer()
+    if node is None or not is_default_domain(node) or depth > 8:
+        return False
+    op = node.op_type
+    if op == "Identity":
+        return _has_unit_axis(node.inputs[0], axis, rank, depth + 1)
+    if op == "Transpose":
+        perm = node.attributes.get_ints("perm", None)
+        return perm is not None and len(perm) == rank and _has_unit_axis(node.inputs[0], perm[axis], rank, depth + 1)
+    if op == "Unsqueeze":
+        axes = int_list(_input(node, 1))
+        return axes is not None and axis in [a % rank for a in axes]
+    if op == "Reshape":
+        target = int_list(_input(node, 1))
+        return target is not None and len(target) == rank and target[axis] == 1
+    if op == "Expand":
+        target, src = int_list(_input(node, 1)), node.inputs[0]
+        if target is None or src.shape is None or max(len(src.shape), len(target)) != rank:
+            return False
+        src_rank = len(src.shape)
+        t_axis, s_axis = axis - (rank - len(target)), axis - (rank - src_rank)
+        if t_axis >= 0 and target[t_axis] != 1:
+            return False
+        return s_axis < 0 or _has_unit_axis(src, s_axis, src_rank, depth + 1)
+    if op == "ConstantOfShape":  # zeros [1, B, H] built from a computed shape
+        return _shape_entry(node.inputs[0], axis) == 1
+    if op == "Slice":
+        starts, ends = int_list(_input(node, 1)), int_list(_input(node, 2))
+        axes = int_list(_input(node, 3)) if _input(node, 3) is not None else list(range(len(starts or [])))
+        steps = int_list(_input(node, 4)) if _input(node, 4) is not None else [1] * len(axes or [])
+        if None in (starts, ends, axes, steps):
+            return False
+        for start, end, a, step in zip(starts, ends, axes, steps):
+            if a % rank == axis:
+                return (step == 1 and 0 <= start and end == start + 1) or \
+                    _has_unit_axis(node.inputs[0], axis, rank, depth + 1)
+        return _has_unit_axis(node.inputs[0], axis, rank, depth + 1)
+    return False
+
+
+def _shape_entry(shape: ir.Value, index: int) -> int | None:
+    """Entry ``index`` of a 1-D int64 shape tensor: a constant, or a Concat of pieces of
+    known length (constants, or values of static shape)."""
+    known = int_list(shape)
+    if known is not None:
+        return known[index] if index < len(known) else None
+    node = shape.producer()
+    if node is None or node.op_type != "Concat" or not is_default_domain(node):
+        return None
+    offset = 0
+    for piece in node.inputs:
+        values = int_list(piece)
+        length = len(values) if values is not None else (
+            piece.shape[0] if piece.shape is not None and len(piece.shape) == 1 else None)
+        if not isinstance(length, int):
+            return None
+        if offset <= index < offset + length:
+            return values[index - offset] if values is not None else None
+        offset += length
     return None
+
+
+def _squeezed(value: ir.Value, axis: int, rank: int) -> ir.Value | None:
+    """A value in the graph equal to Squeeze(value, [axis]), or None."""
+    node = value.producer()
+    if node is None or not is_default_domain(node):
+        return None
+    if node.op_type == "Unsqueeze":
+        axes = int_list(_input(node, 1))
+        if axes is not None and [a % rank for a in axes] == [axis]:
+            return node.inputs[0]
+    if node.op_type == "Transpose":
+        perm = node.attributes.get_ints("perm", None)
+        if perm is not None and len(perm) == rank:
+            rest = [p for i, p in enumerate(perm) if i != axis]
+            if rest == sorted(rest):  # the other axes keep their order
+                return _squeezed(node.inputs[0], perm[axis], rank)
+    return None
+
+
+def _drops_unit_axes(user: ir.Node, axes: list[int], rank: int) -> bool:
+    """``user`` only removes the unit ``axes`` of its first input: Squeeze(axes), or, for
+    one axis, Gather of the scalar index 0 / -1 on it (``h_n[0]`` in PyTorch)."""
+    if not is_default_domain(user) or user.op_type not in ("Squeeze", "Gather"):
+        return False
+    if user.op_type == "Squeeze":
+        squeezed = int_list(_input(user, 1))
+        return squeezed is not None and sorted(a % rank for a in squeezed) == axes
+    index = const_array(user.inputs[1])
+    axis = user.attributes.get_int("axis", 0) % rank
+    return len(axes) == 1 and axis == axes[0] and index is not None and index.ndim == 0 and int(index) in (0, -1)
 
 
 def _gates(array: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,17 +267,15 @@ def _lower(node: ir.Node, plan: _Plan, root: ir.Graph, names: Names) -> None:
     seq_axis = 1 if plan.layout else 0
     dir_axis = 1 if plan.layout else 0
 
-    x, x_through = plan.x
-    if not x_through:
-        x = emit.one("Squeeze", [x, emit.ints([seq_axis])], "x")
+    x, x_source = plan.x
+    x = x_source if x_source is not None else emit.one("Squeeze", [x, emit.ints([seq_axis])], "x")
     if plan.h is None:
         batch = emit.one("Shape", [x], "batch", start=0, end=1)
         shape = emit.one("Concat", [batch, emit.ints([hidden])], "h0_shape", axis=0)
         h = emit.one("ConstantOfShape", [shape], "h0", value=ir.tensor(np.zeros(1, np.float32)))
     else:
-        h, h_through = plan.h
-        if not h_through:
-            h = emit.one("Squeeze", [h, emit.ints([dir_axis])], "h")
+        h, h_source = plan.h
+        h = h_source if h_source is not None else emit.one("Squeeze", [h, emit.ints([dir_axis])], "h")
 
     w_r, w_z, w_n = _gates(plan.w, hidden)
     r_r, r_z, r_n = _gates(plan.r, hidden)
@@ -216,10 +322,8 @@ def _lower(node: ir.Node, plan: _Plan, root: ir.Graph, names: Names) -> None:
         if len(node.outputs) <= index:
             continue
         old = node.outputs[index]
-        for user, _ in list(old.uses()):
-            is_squeeze = user.op_type == "Squeeze" and is_default_domain(user)
-            squeezed = int_list(_input(user, 1)) if is_squeeze else None
-            if squeezed is not None and sorted(a % rank for a in squeezed) == axes:
+        for user, position in list(old.uses()):
+            if position == 0 and _drops_unit_axes(user, axes, rank):
                 replace_value(user.outputs[0], h_new, names)
                 bypassed.append(user.outputs[0])
         if old.uses() or old.is_graph_output():

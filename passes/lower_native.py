@@ -19,9 +19,12 @@ matrices are the linear forms' matrices (products folded in float64), so the res
 the same computation up to fp32 summation order. Outside WaveRNN loops,
 ``Relu?(Concat(x1, ..., xn) · W + b)`` with a constant W becomes ``FusedDense``.
 
-Not applicable — the model is left as it is, and the summary says why — when a Loop is
-not the recurrence (another cell, a sampler of another kind, final states used
-outside) or there is nothing of either pattern.
+The sampler may read its uniform(s) at any columns of a per-step noise [T, B] or
+[T, B, k]; the op's [T, B, 2] noise is gathered from it outside the loop, and the summary
+names the sampler found. Not applicable — the model is left as it is, and the summary
+says why — when a Loop is not the recurrence (another cell, a sampler the op does not
+have such as Gumbel-max MOL or argmax, final states used outside) or there is nothing of
+either pattern. A Loop that stays keeps its standard ops (no FusedDense inside it).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import onnx_ir as ir
 from waveopt.graph import infer_shapes
 from waveopt.passes._analysis.linear_forms import LinearForm
 from waveopt.passes._analysis.recurrence import NotRecognised, Recurrence, match_wavernn_loop
+from waveopt.passes._analysis.sampler import SamplerMatch
 from waveopt.passes._ir import DOMAIN, MODULE_KEY, constant_float64
 from waveopt.passes.base import WaveoptPass
 
@@ -47,7 +51,7 @@ class LowerNativePass(WaveoptPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         work = _with_shapes(model)
         mode_hint = work.metadata_props.get("waveopt.mode")
-        lowered, reasons = 0, []
+        lowered, reasons, samplers = 0, [], []
         for loop in [n for n in work.graph if n.op_type == "Loop" and n.domain in ("", "ai.onnx")]:
             try:
                 recurrence = match_wavernn_loop(loop, mode_hint)
@@ -57,13 +61,16 @@ class LowerNativePass(WaveoptPass):
                 continue
             _replace_loop(work.graph, recurrence)
             lowered += 1
+            if recurrence.sampler is not None:
+                samplers.append(recurrence.sampler.describe())
         dense = _lower_dense(work.graph)
         if not lowered and not dense:
             return self.result(model, note="; ".join(reasons) or "no WaveRNN Loop or concat-matmul")
         ir.passes.common.RemoveUnusedNodesPass()(work)
         work.opset_imports[DOMAIN] = 1
         _move_graph(work, model)
-        done = [f"lowered {lowered} WaveRNN Loop(s) to {DOMAIN}::WaveRNNLoop" if lowered else "",
+        found = f" (sampler: {'; '.join(samplers)})" if samplers else ""
+        done = [f"lowered {lowered} WaveRNN Loop(s) to {DOMAIN}::WaveRNNLoop{found}" if lowered else "",
                 f"{dense} concat-matmul(-activation) to FusedDense" if dense else ""]
         return self.result(model, ", ".join(d for d in done if d), note="; ".join(reasons))
 
@@ -158,7 +165,8 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
 
     def driver() -> ir.Value:
         if rec.driver is not None:
-            return _time_major(b, rec.driver[0], rec.driver[1], trip_1d)
+            value = _time_major(b, rec.driver[0], rec.driver[1], trip_1d)
+            return value if rec.sampler is None else _op_noise(b, value, rec.sampler)
         # Teacher-forced with the previous sample already folded into the per-step
         # tensors: u1..u3 are zero, so the op's s may be anything; give it zeros [T, B].
         shape = b.node("Shape", [time_rows()], "loop", start=0, end=2)[0]
@@ -215,6 +223,16 @@ def _is_identity(matrix: np.ndarray) -> bool:
     return matrix.shape[0] == matrix.shape[1] and np.array_equal(matrix, np.eye(matrix.shape[0]))
 
 
+def _op_noise(b: _Builder, noise: ir.Value, sampler: SamplerMatch) -> ir.Value:
+    """The op's noise [T, B, 2] (its two uniforms) from the loop's noise [T, B] or [T, B, k]."""
+    if sampler.width == 2 and sampler.columns in ((0, 1), (0, 0)):  # RAW reads column 0 only
+        return noise
+    if sampler.width == 0:
+        noise = b.node("Unsqueeze", [noise, b.const(np.array([2]), "axis2", np.int64)], "loop")[0]
+    columns = b.const(np.array(sampler.columns), "noise_columns", np.int64)
+    return b.node("Gather", [noise, columns], "loop", axis=2)[0]
+
+
 def _hstack(forms: list[LinearForm]) -> LinearForm:
     keys = set().union(*(f.terms for f in forms))
     terms = {}
@@ -229,9 +247,11 @@ _ACTIVATIONS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 
 
 def _lower_dense(graph: ir.Graph) -> int:
-    """``act?(Concat(x1, ..., xn) · W + b)`` with constant W, b -> FusedDense, in every graph."""
+    """``act?(Concat(x1, ..., xn) · W + b)`` with constant W, b -> FusedDense, in the main
+    graph only: a Loop left standing keeps its standard ops, for the loop passes to optimize
+    as in the portable preset (a FusedDense there would hide its products from them)."""
     count, names_used = 0, 0
-    for node in list(ir.traversal.RecursiveGraphIterator(graph)):
+    for node in list(graph):
         match = _match_dense(node)
         if match is None:
             continue

@@ -13,8 +13,9 @@ sample (free-running) and two GRU states:
    They must have exactly the WaveRNN shape (e.g. B of a cell reads only its own state,
    fc1 sees h1' and h2' through the same matrix), else it is not the recurrence.
 3. The sampler: the fed-back sample is computed from the logits and a per-step row of an
-   outer noise tensor. Its semantics are verified numerically by running the sampler
-   subgraph alone in ONNX Runtime against the reference RAW / MOL sampler.
+   outer noise tensor ([T, B] or [T, B, k]). Its semantics are verified numerically by
+   running the sampler subgraph alone in ONNX Runtime against the reference RAW / MOL
+   samplers, with their uniforms at any columns of the row (``sampler.py``).
 
 The result says how to build the fused op's inputs; anything unrecognised returns a reason.
 """
@@ -29,7 +30,7 @@ import onnx_ir as ir
 
 from waveopt.passes._analysis.errors import NotRecognised
 from waveopt.passes._analysis.linear_forms import LinearForm, LinearForms
-from waveopt.passes._analysis.sampler import verify_sampler
+from waveopt.passes._analysis.sampler import SamplerMatch, describe_noiseless_sampler, verify_sampler
 from waveopt.passes._ir import constant_float64
 
 __all__ = ["GRUCell", "NotRecognised", "Recurrence", "match_wavernn_loop"]
@@ -55,13 +56,14 @@ class Recurrence:
     cells: tuple[GRUCell, GRUCell]
     forms: dict[str, LinearForm]  # r1 z1 a1 b1 r2 z2 a2 b2 f1 f2 logits
     step_tensors: dict  # key -> (outer value [T,B,k] or [B,T,k], gather axis)
-    driver: tuple[ir.Value, int] | None  # noise [T,B,2] or prev_samples [T,B], and its gather axis
+    driver: tuple[ir.Value, int] | None  # noise [T,B(,k)] or prev_samples [T,B], and its gather axis
     output_index: int  # the Loop output holding samples (free) or logits (teacher-forced)
     hidden: int
     fc: int
     classes: int
     logits_value: ir.Value | None = None  # the per-step logits in the body
     sample_input: ir.Value | None = None  # free-running: the body input carrying the fed-back sample
+    sampler: SamplerMatch | None = None  # free-running: which sampler, reading which noise columns
 
 
 def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None, check_sampler: bool = True) -> Recurrence:
@@ -103,8 +105,9 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None, check_sample
             raise NotRecognised("the loop does not carry exactly one sample besides the GRU states")
         s_key = ("carried", others[0])
         if check_sampler:
-            driver, output_index, mode = _free_running_sampler(loop, body, sources.iteration, carried[others[0]],
-                                                               logits_value, mode_hint)
+            driver, output_index, sampler = _free_running_sampler(loop, body, sources.iteration,
+                                                                  carried[others[0]], logits_value, mode_hint)
+            mode = sampler.mode
         else:
             driver, output_index = None, -1
             mode = mode_hint or ("mol" if logits.width == 30 else "raw")
@@ -114,7 +117,8 @@ def match_wavernn_loop(loop: ir.Node, mode_hint: str | None = None, check_sample
     forms = {**forms, **{f"key:{k}": v for k, v in keys.items()}}
     sample_input = None if teacher_forced else carried[others[0]]
     return Recurrence(loop, mode, teacher_forced, (rnn1, rnn2), forms, sources.steps, driver, output_index,
-                      hidden, fc, logits.width, logits_value, sample_input)
+                      hidden, fc, logits.width, logits_value, sample_input,
+                      sampler if not teacher_forced and check_sampler else None)
 
 
 class _Sources:
@@ -338,18 +342,33 @@ def _free_running_sampler(loop, body, iteration, x_in, logits, mode_hint):
     n_carried = len(body.inputs) - 2
     x_index = list(body.inputs[2:]).index(x_in)
     x_out = body.outputs[1 + x_index]
-    noise = [n for n in body if n.op_type == "Gather" and n.inputs[1] is iteration
-             and n.inputs[0].graph is not body and n.inputs[0].shape is not None
-             and len(n.inputs[0].shape) == 3 and _static(n.inputs[0].shape[-1]) == 2]
-    if len(noise) != 1:
-        raise NotRecognised("no single per-step noise tensor [T, B, 2] found")
-    noise_node = noise[0]
-    axis = noise_node.attributes["axis"].value if "axis" in noise_node.attributes else 0
+    before_logits, before_sample = _ancestors(body, logits), _ancestors(body, x_out)
+    noise = [n for n in body if id(n) in before_sample and id(n) not in before_logits
+             and n.op_type == "Gather" and n.inputs[1] is iteration and n.inputs[0].graph is not body
+             and n.inputs[0].shape is not None and len(n.inputs[0].shape) in (2, 3)]
     scan = [i for i, out in enumerate(body.outputs[1 + n_carried:]) if _same_sample(out, x_out)]
     if len(scan) != 1:
         raise NotRecognised("no scan output holds the fed-back sample")
-    mode = verify_sampler(body, logits, noise_node.outputs[0], x_out, mode_hint)
-    return (noise_node.inputs[0], axis), n_carried + scan[0], mode
+    if not noise:
+        raise NotRecognised(f"{describe_noiseless_sampler(body, logits, x_out)}: no per-step noise feeds it")
+    if len(noise) != 1:
+        raise NotRecognised("more than one per-step tensor besides the logits feeds the sampler")
+    noise_node = noise[0]
+    axis = noise_node.attributes["axis"].value if "axis" in noise_node.attributes else 0
+    found = verify_sampler(body, logits, noise_node.outputs[0], x_out, mode_hint)
+    return (noise_node.inputs[0], axis), n_carried + scan[0], found
+
+
+def _ancestors(body: ir.Graph, value: ir.Value) -> set[int]:
+    """ids of the body nodes ``value`` depends on (in ``body`` only)."""
+    seen, stack = set(), [value]
+    while stack:
+        node = stack.pop().producer()
+        if node is None or node.graph is not body or id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.extend(v for v in node.inputs if v is not None)
+    return seen
 
 
 def _same_sample(scan_out: ir.Value, x_out: ir.Value) -> bool:

@@ -1,12 +1,23 @@
-"""Check numerically that a Loop body's sampler is WaveRNN's RAW or MOL sampler.
+"""Check numerically which sampler a Loop body's sampler is, and where it reads its uniforms.
 
-The nodes between (logits [B, N], noise row [B, 2]) and the fed-back sample are copied
-into a small model and run in ONNX Runtime on random logits and uniforms, against the
-reference samplers of ``waveopt.models.wavernn`` written in numpy. Any other sampler
-(argmax, temperature, another mixture size) is reported as not recognised.
+The nodes between (logits [B, N], this step's noise row [B, k] or [B]) and the fed-back
+sample are copied into a small model and run in ONNX Runtime on random logits and
+uniforms, against reference samplers written in numpy (float32 arithmetic):
+
+- RAW inverse CDF (the fused op's RAW): class by inverse CDF of softmax(logits) at
+  ``u[:, i]``, for any column i of the row (the row itself for [B]);
+- MOL inverse CDF (the fused op's MOL): component by inverse CDF of softmax(logits[:10])
+  at ``u[:, i]``, then the logistic at ``u[:, j]``, for any columns i != j.
+
+Recognised but not lowerable (the fused op does not have them; the reason names them):
+MOL with Gumbel-max component choice over 10 uniforms and a logistic uniform (fatchord's,
+coqui's), and RAW argmax (greedy, no noise). Anything else is not recognised.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import itertools
 
 import numpy as np
 import onnx
@@ -16,10 +27,28 @@ import onnxruntime as ort
 from waveopt.passes._analysis.errors import NotRecognised
 from waveopt.runtime import session
 
-__all__ = ["verify_sampler", "reference_sample"]
+__all__ = ["SamplerMatch", "describe_noiseless_sampler", "reference_sample", "verify_sampler"]
 
 MOL_MIXTURES = 10
 LOG_SCALE_MIN = np.log(1e-14)
+_BATCH = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerMatch:
+    """A sampler the fused op has: its mode and the noise-row columns of its uniforms
+    (the op's noise is [T, B, 2]: these columns, in this order)."""
+
+    mode: str  # "raw" or "mol"
+    columns: tuple[int, int]  # RAW: (i, i); MOL: (component, logistic)
+    width: int  # the noise row's size k; 0 for a [B] row
+
+    def describe(self) -> str:
+        where = "noise[t, b]" if self.width == 0 else f"noise[t, b, {self.columns[0]}]"
+        shape = "[T, B]" if self.width == 0 else f"[T, B, {self.width}]"
+        if self.mode == "raw":
+            return f"RAW inverse CDF at {where} of {shape}"
+        return f"MOL inverse CDF (component at {where}, logistic at column {self.columns[1]}) of {shape}"
 
 
 def reference_sample(logits: np.ndarray, u: np.ndarray, mode: str) -> np.ndarray:
@@ -34,9 +63,20 @@ def reference_sample(logits: np.ndarray, u: np.ndarray, mode: str) -> np.ndarray
     k = MOL_MIXTURES
     cdf = np.cumsum(_softmax(logits[:, :k]), axis=-1, dtype=np.float32)
     idx = np.minimum((cdf < u[:, :1]).sum(-1), k - 1)
-    rows = np.arange(len(idx))
+    return _logistic(logits, idx, u[:, 1])
+
+
+def _gumbel_sample(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """fatchord's / coqui's MOL: argmax(logit_k - log(-log(u_k))), logistic at u[:, K]."""
+    k = MOL_MIXTURES
+    idx = np.argmax(logits[:, :k] - np.log(-np.log(u[:, :k])), axis=-1)
+    return _logistic(logits.astype(np.float32), idx, u[:, k])
+
+
+def _logistic(logits, idx, u1):
+    k, rows = MOL_MIXTURES, np.arange(len(idx))
     mean, log_scale = logits[rows, k + idx], np.maximum(logits[rows, 2 * k + idx], LOG_SCALE_MIN)
-    x = mean + np.exp(log_scale) * (np.log(u[:, 1]) - np.log(1.0 - u[:, 1]))
+    x = mean + np.exp(log_scale) * (np.log(u1) - np.log(1.0 - u1))
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
@@ -45,28 +85,68 @@ def _softmax(x):
     return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
 
+def _agrees(got: np.ndarray, expected: np.ndarray) -> bool:
+    # A few ulps of float noise can flip a class at a CDF boundary: allow 2 of 64.
+    return bool(np.mean(np.abs(got - expected) > 1e-4) <= 2 / len(got))
+
+
 def verify_sampler(body: ir.Graph, logits: ir.Value, noise_row: ir.Value, sample: ir.Value,
-                   mode_hint: str | None) -> str:
-    """The sampler's mode ("raw" or "mol"), or NotRecognised."""
+                   mode_hint: str | None) -> SamplerMatch:
+    """The sampler as the fused op can run it, or NotRecognised (naming a known sampler
+    the op does not have)."""
     nodes = _nodes_between(body, sample, {id(logits), id(noise_row)})
     if nodes is None:
         raise NotRecognised("the fed-back sample depends on more than the logits and the noise")
+    n_classes = _classes(logits)
+    shape = noise_row.shape
+    if shape is None or len(shape) not in (1, 2) or (len(shape) == 2 and not isinstance(shape[-1], int)):
+        raise NotRecognised("the noise row's size is unknown")
+    width = 0 if len(shape) == 1 else shape[-1]
+    session = _sampler_session(nodes, logits, noise_row, sample, n_classes, width)
+    rng = np.random.default_rng(0)
+    feed_logits = (rng.standard_normal((_BATCH, n_classes)) * 3).astype(np.float32)
+    feed_noise = rng.uniform(1e-5, 1 - 1e-5, (_BATCH, width) if width else (_BATCH,)).astype(np.float32)
+    got = session.run(None, {"logits": feed_logits, "noise": feed_noise})[0].reshape(_BATCH)
+    columns = feed_noise.reshape(_BATCH, -1)
+    modes = [mode_hint] if mode_hint else (["mol"] if n_classes == 3 * MOL_MIXTURES else ["raw"])
+    for mode in modes:
+        if mode == "raw":
+            pairs = [(i, i) for i in range(columns.shape[1])]
+        else:
+            pairs = list(itertools.permutations(range(columns.shape[1]), 2))
+        for pair in pairs:
+            if _agrees(got, reference_sample(feed_logits, columns[:, list(pair)], mode)):
+                return SamplerMatch(mode, pair, width)
+    if n_classes == 3 * MOL_MIXTURES and columns.shape[1] > MOL_MIXTURES \
+            and _agrees(got, _gumbel_sample(feed_logits, columns)):
+        raise NotRecognised("the sampler is MOL with Gumbel-max component choice (fatchord's, coqui's), "
+                            "which the fused op does not have")
+    raise NotRecognised(f"the sampler is not WaveRNN's {modes[0].upper()} sampler")
+
+
+def describe_noiseless_sampler(body: ir.Graph, logits: ir.Value, sample: ir.Value) -> str:
+    """What a sampler that reads no noise is ("RAW argmax (greedy) sampler", or unknown)."""
+    nodes = _nodes_between(body, sample, {id(logits)})
+    try:
+        n_classes = _classes(logits)
+    except NotRecognised:
+        return "the sampler"
+    if nodes is None:
+        return "the sampler"
+    session = _sampler_session(nodes, logits, None, sample, n_classes, 0)
+    feed = (np.random.default_rng(0).standard_normal((_BATCH, n_classes)) * 3).astype(np.float32)
+    got = session.run(None, {"logits": feed})[0].reshape(_BATCH)
+    expected = np.float32(2.0) * np.argmax(feed, -1).astype(np.float32) / np.float32(n_classes - 1.0) - 1
+    if _agrees(got, expected):
+        return "the sampler is RAW argmax (greedy), which the fused op does not have"
+    return "the sampler is not one the fused op has"
+
+
+def _classes(logits: ir.Value) -> int:
     n_classes = logits.shape[-1] if logits.shape is not None else None
     if not isinstance(n_classes, int):
         raise NotRecognised("the number of classes is unknown")
-    session = _sampler_session(nodes, logits, noise_row, sample, n_classes)
-    rng = np.random.default_rng(0)
-    batch = 64
-    feed_logits = (rng.standard_normal((batch, n_classes)) * 3).astype(np.float32)
-    feed_noise = rng.uniform(1e-5, 1 - 1e-5, (batch, 2)).astype(np.float32)
-    got = session.run(None, {"logits": feed_logits, "noise": feed_noise})[0].reshape(batch)
-    modes = [mode_hint] if mode_hint else (["mol"] if n_classes == 3 * MOL_MIXTURES else ["raw"])
-    for mode in modes:
-        expected = reference_sample(feed_logits, feed_noise, mode)
-        # A few ulps of float noise can flip a class at a CDF boundary: allow 2 of 64.
-        if np.mean(np.abs(got - expected) > 1e-4) <= 2 / batch:
-            return mode
-    raise NotRecognised(f"the sampler is not WaveRNN's {modes[0].upper()} sampler")
+    return n_classes
 
 
 def _nodes_between(body: ir.Graph, output: ir.Value, inputs: set[int]) -> list[ir.Node] | None:
@@ -86,10 +166,12 @@ def _nodes_between(body: ir.Graph, output: ir.Value, inputs: set[int]) -> list[i
     return [n for n in body if id(n) in needed]
 
 
-def _sampler_session(nodes, logits, noise_row, sample, n_classes) -> ort.InferenceSession:
+def _sampler_session(nodes, logits, noise_row, sample, n_classes, width) -> ort.InferenceSession:
     """A standalone model of the sampler nodes (constants copied in as initializers)."""
     protos, initializers, seen = [], [], set()
-    rename = {id(logits): "logits", id(noise_row): "noise"}
+    rename = {id(logits): "logits"}
+    if noise_row is not None:
+        rename[id(noise_row)] = "noise"
 
     def name(v):
         return rename.get(id(v), v.name)
@@ -104,10 +186,12 @@ def _sampler_session(nodes, logits, noise_row, sample, n_classes) -> ort.Inferen
                 seen.add(v.name)
                 initializers.append(ir.serde.serialize_tensor(v.const_value))
                 initializers[-1].name = v.name
+    inputs = [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["B", n_classes])]
+    if noise_row is not None:
+        inputs.append(onnx.helper.make_tensor_value_info("noise", onnx.TensorProto.FLOAT,
+                                                         ["B", width] if width else ["B"]))
     graph = onnx.helper.make_graph(
-        protos, "sampler",
-        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["B", n_classes]),
-         onnx.helper.make_tensor_value_info("noise", onnx.TensorProto.FLOAT, ["B", 2])],
+        protos, "sampler", inputs,
         [onnx.helper.make_tensor_value_info(sample.name, onnx.TensorProto.FLOAT, None)],
         initializers,
     )

@@ -219,3 +219,79 @@ def test_not_applicable_without_gru():
     lowered, p = _lower(proto)
     assert not p.modified and p.summary == "not applicable (no GRU op)"
     assert lowered.SerializeToString() == before
+
+
+# --- one step proven by structure (what torch's exporters write for nn.GRU) -------------------
+def _structural_model(x_form: str, h_form: str, computed_weights: bool, lbr: int = 1):
+    """x [B, F] -> GRU over a one-step X built as ``x_form`` from an initial state built as
+    ``h_form``; outputs Gather(Y_h, 0) [B, H] and Y. Shapes are symbolic (batch "B"), so
+    only the structure says the sequence length is 1."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3 * HIDDEN, FEATURES)).astype(np.float32)
+    r = rng.standard_normal((3 * HIDDEN, HIDDEN)).astype(np.float32)
+    b = rng.standard_normal(6 * HIDDEN).astype(np.float32)
+    c = lambda name, values: numpy_helper.from_array(np.array(values, np.int64), name)  # noqa: E731
+    inits = [c("i0", [0]), c("i1", [1]), c("hidden", [HIDDEN]), c("x_shape", [1, -1, FEATURES]),
+             c("ones", [1, 1, 1]), c("zero", 0)]
+    nodes = []
+    if x_form == "transpose_unsqueeze":  # nn.GRU(batch_first=True)(x.unsqueeze(1))
+        nodes += [helper.make_node("Unsqueeze", ["x", "i1"], ["x_b1"]),
+                  helper.make_node("Transpose", ["x_b1"], ["X"], perm=[1, 0, 2])]
+    elif x_form == "reshape":
+        nodes += [helper.make_node("Reshape", ["x", "x_shape"], ["X"])]
+    else:  # expand
+        nodes += [helper.make_node("Unsqueeze", ["x", "i0"], ["x_1b"]),
+                  helper.make_node("Expand", ["x_1b", "ones"], ["X"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", FEATURES])]
+    if h_form == "slice":  # the dynamo exporter: h[0:1]
+        inputs.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, ["D", "B", HIDDEN]))
+        nodes.append(helper.make_node("Slice", ["h", "i0", "i1", "i0"], ["h0"]))
+    else:  # zeros [1, B, H] from a computed shape
+        nodes += [helper.make_node("Shape", ["x"], ["batch"], start=0, end=1),
+                  helper.make_node("Concat", ["i1", "batch", "hidden"], ["h_shape"], axis=0),
+                  helper.make_node("ConstantOfShape", ["h_shape"], ["h0"])]
+    if computed_weights:  # PyTorch's (r, z, n) blocks re-sliced into ONNX's (z, r, n)
+        def onnx_order(name, array, rows):
+            torch_order = np.concatenate([array[rows:2 * rows], array[:rows], array[2 * rows:]])
+            inits.append(numpy_helper.from_array(torch_order, f"{name}_torch"))
+            for k in range(3):
+                inits.extend([c(f"{name}_s{k}", [k * rows]), c(f"{name}_e{k}", [(k + 1) * rows])])
+                nodes.append(helper.make_node("Slice", [f"{name}_torch", f"{name}_s{k}", f"{name}_e{k}", "i0"],
+                                              [f"{name}_{k}"]))
+            nodes.append(helper.make_node("Concat", [f"{name}_1", f"{name}_0", f"{name}_2"], [f"{name}_cat"], axis=0))
+            nodes.append(helper.make_node("Unsqueeze", [f"{name}_cat", "i0"], [name]))
+        onnx_order("W", w, HIDDEN)
+        onnx_order("R", r, HIDDEN)
+        inits.append(numpy_helper.from_array(b[None], "B"))
+    else:
+        inits += [numpy_helper.from_array(w[None], "W"), numpy_helper.from_array(r[None], "R"),
+                  numpy_helper.from_array(b[None], "B")]
+    nodes += [helper.make_node("GRU", ["X", "W", "R", "B", "", "h0"], ["Y", "Y_h"], hidden_size=HIDDEN,
+                               linear_before_reset=lbr, name="the_gru"),
+              helper.make_node("Gather", ["Y_h", "zero"], ["h_new"], axis=0)]
+    outputs = [helper.make_tensor_value_info("h_new", TensorProto.FLOAT, ["B", HIDDEN]),
+               helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)]
+    # Expand's rule needs its input's rank: declared for that value only, X stays unknown.
+    known = [helper.make_tensor_value_info("x_1b", TensorProto.FLOAT, [1, "B", FEATURES])] if x_form == "expand" else []
+    graph = helper.make_graph(nodes, "gru", inputs, outputs, initializer=inits, value_info=known)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+@pytest.mark.parametrize("x_form", ["transpose_unsqueeze", "reshape", "expand"])
+@pytest.mark.parametrize("h_form, computed_weights, lbr", [("slice", True, 1), ("zeros", False, 0)],
+                         ids=["slice_h-computed_weights-lbr1", "zeros_h-lbr0"])
+def test_one_step_proven_by_structure(x_form, h_form, computed_weights, lbr):
+    proto = _structural_model(x_form, h_form, computed_weights, lbr)
+    lowered, p = _lower(proto)
+    assert p.modified, p.summary
+    ops = _ops(lowered)
+    assert "GRU" not in ops
+    assert ops["Slice"] == (1 if h_form == "slice" else 0)  # the weights' re-slicing is folded away
+    rng = np.random.default_rng(4)
+    feed = {"x": rng.standard_normal((3, FEATURES)).astype(np.float32)}
+    if h_form == "slice":
+        feed["h"] = rng.standard_normal((2, 3, HIDDEN)).astype(np.float32)  # only h[0:1] is the state
+    want, got = _run(proto, feed), _run(lowered, feed)
+    for w_, g_ in zip(want, got):
+        assert g_.shape == w_.shape
+        np.testing.assert_allclose(g_, w_, atol=1e-6, rtol=1e-5)

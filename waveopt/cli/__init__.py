@@ -1,4 +1,4 @@
-"""The ``waveopt`` command line: export, optimize, vocode, mels, demo-mels, bench, profile, ops.
+"""The ``waveopt`` command line: export, optimize, loop, vocode, mels, demo-mels, bench, profile, ops.
 
 One module per command in this package; this one mounts them. Every user error is one
 line ``error: ...`` on stderr and exit code 2; outputs are written atomically and inputs
@@ -16,6 +16,7 @@ from waveopt.cli.bench import bench_command
 from waveopt.cli.common import CONTEXT_SETTINGS, version_text
 from waveopt.cli.demo_mels import demo_mels_command
 from waveopt.cli.export import export_command
+from waveopt.cli.loop import loop_command
 from waveopt.cli.mels import mels_command
 from waveopt.cli.ops import ops_app
 from waveopt.cli.optimize import OptimizeCommand, optimize_command
@@ -46,6 +47,7 @@ def _root(
 
 app.command("export")(export_command)
 app.command("optimize", cls=OptimizeCommand)(optimize_command)
+app.command("loop")(loop_command)
 app.command("vocode")(vocode_command)
 app.command("mels")(mels_command)
 app.command("demo-mels")(demo_mels_command)
