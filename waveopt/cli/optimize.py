@@ -15,13 +15,14 @@ from waveopt.check import compare_models, random_inputs
 from waveopt.cli.files import parse_names, refuse_overwrite
 from waveopt.cli.vocode import load_mels
 from waveopt.errors import WaveoptError
-from waveopt.graph import load_model, save_model
+from waveopt.graph import save_model
 from waveopt.model_info import example_inputs, wavernn_info
 from waveopt.passes import PASSES, PRESETS
 from waveopt.pipeline import resolve_passes, run_passes
 from waveopt.quant import DEFAULT_MIN_SNR_DB, ort_loop_kernels, quantize_checked
 from waveopt.report import format_comparison, graph_stats
 from waveopt.runtime import uses_native_ops
+from waveopt.validate import load_valid_model, processing_invalid
 
 __all__ = ["OptimizePlan", "optimize_command", "optimize_file", "plan_optimize", "run_plan", "check_inputs_for"]
 
@@ -63,6 +64,9 @@ def optimize_command(
                                "and writing a quantized model under --min-snr."),
     list_passes: bool = typer.Option(False, "--list-passes", callback=list_passes, is_eager=True,
                                      help="List passes and presets, then exit."),
+    allow_invalid: bool = typer.Option(False, "--allow-invalid",
+                                       help="Work on a model that fails validation (onnx.checker, waveopt metadata, "
+                                            "the Loop's interface)."),
 ):
     """Run the pass pipeline and print a before/after table."""
     if output is None:
@@ -74,7 +78,7 @@ def optimize_command(
                          quant=quant, calibrate=calibration, min_snr=min_snr)
     refuse_overwrite(output, [model, *calibration], force, existing=False)
     typer.echo(run_plan(plan, model, output, check=check, check_each=check_each, check_frames=check_frames,
-                        calibrate=calibration, force=force))
+                        calibrate=calibration, force=force, allow_invalid=allow_invalid))
 
 
 def check_inputs_for(model, frames: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
@@ -128,25 +132,31 @@ def plan_optimize(*, passes=None, skip=(), preset="portable", pad=None, quant="n
 
 def optimize_file(model_path: Path, output: Path, *, passes=None, skip=(), preset="portable", pad=None,
                   check=False, check_each=False, check_frames=8, quant="none", calibrate=(),
-                  min_snr=None, force=False) -> str:
+                  min_snr=None, force=False, allow_invalid=False) -> str:
     """Optimize ``model_path`` into ``output``; returns the report text.
 
     With ``quant`` "int8" or "int16" the optimized float32 model is then quantized and
     measured (:mod:`waveopt.quant`) on the ``calibrate`` mel files (default: the demo
     mels); it is written only if its logit SNR is at least ``min_snr`` dB (default
-    :data:`~waveopt.quant.DEFAULT_MIN_SNR_DB`), or with ``force``.
+    :data:`~waveopt.quant.DEFAULT_MIN_SNR_DB`), or with ``force``. The input is validated
+    first (:mod:`waveopt.validate`) unless ``allow_invalid``.
     """
     plan = plan_optimize(passes=passes, skip=skip, preset=preset, pad=pad, quant=quant, calibrate=calibrate,
                          min_snr=min_snr)
     return run_plan(plan, model_path, output, check=check, check_each=check_each, check_frames=check_frames,
-                    calibrate=calibrate, force=force)
+                    calibrate=calibrate, force=force, allow_invalid=allow_invalid)
 
 
 def run_plan(plan: OptimizePlan, model_path: Path, output: Path, *, check=False, check_each=False,
-             check_frames=8, calibrate=(), force=False) -> str:
+             check_frames=8, calibrate=(), force=False, allow_invalid=False) -> str:
     """Run a checked plan on ``model_path``, write ``output``; returns the report text."""
+    original = load_valid_model(model_path, allow_invalid)
+    with processing_invalid(original, allow_invalid):
+        return _run_loaded(plan, original, model_path, output, check, check_each, check_frames, calibrate, force)
+
+
+def _run_loaded(plan, original, model_path, output, check, check_each, check_frames, calibrate, force) -> str:
     bits, min_snr = plan.bits, plan.min_snr
-    original = load_model(model_path)
     calibration = _calibration_mels(original, calibrate) if bits else None
     inputs = check_inputs_for(original, frames=check_frames) if (check or check_each) else None
     result = run_passes(original, plan.names, check_each=check_each, check_inputs=inputs,

@@ -31,6 +31,9 @@ def profile_command(
                                   help="NAME=N for a symbolic input dim of a foreign model (repeatable)."),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz of input arrays by name (foreign models)."),
     no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the calibration of the profiler's cost."),
+    allow_invalid: bool = typer.Option(False, "--allow-invalid",
+                                       help="Work on a model that fails validation (onnx.checker, waveopt metadata, "
+                                            "the Loop's interface)."),
 ):
     """Time per WaveRNN module and per sample with ORT's profiler; compare two models."""
     if len(models) > 2:
@@ -39,7 +42,8 @@ def profile_command(
     writer = TraceWriter(trace) if trace is not None else None
     try:
         profiles = [profile_model(path, threads=threads, frames=frames, runs=runs, warmup=warmup, dims=dims,
-                                  inputs=inputs, calibrate=not no_estimate, trace=writer, trace_pid=i)
+                                  inputs=inputs, calibrate=not no_estimate, trace=writer, trace_pid=i,
+                                  allow_invalid=allow_invalid)
                     for i, path in enumerate(models, start=1)]
     except BaseException:
         if writer is not None:

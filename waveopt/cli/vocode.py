@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 import wave
 from pathlib import Path
@@ -16,9 +15,10 @@ from waveopt.cli.files import refuse_overwrite
 
 from waveopt.demo_data import uniform_noise
 from waveopt.errors import WaveoptError
-from waveopt.graph import atomic_write_bytes, load_model
+from waveopt.graph import atomic_write_bytes
 from waveopt.model_info import WaveRNNInfo, wavernn_info
-from waveopt.runtime import session
+from waveopt.runtime import run, session
+from waveopt.validate import load_valid_model, processing_invalid
 
 __all__ = ["vocode_command", "vocode_file", "load_mels", "write_wav", "generate"]
 
@@ -30,10 +30,13 @@ def vocode_command(
     seed: int = typer.Option(0, help="Seed of the sampling noise."),
     threads: int = typer.Option(1, help="ORT intra-op threads."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    allow_invalid: bool = typer.Option(False, "--allow-invalid",
+                                       help="Work on a model that fails validation (onnx.checker, waveopt metadata, "
+                                            "the Loop's interface)."),
 ):
     """Generate a waveform from a mel spectrogram with one ORT call."""
     refuse_overwrite(output, [model, mels], force)
-    typer.echo(vocode_file(model, mels, output, seed=seed, threads=threads))
+    typer.echo(vocode_file(model, mels, output, seed=seed, threads=threads, allow_invalid=allow_invalid))
 
 # Show progress when the estimated run is longer than this.
 PROGRESS_AFTER_SECONDS = 3.0
@@ -64,27 +67,13 @@ def load_mels(path: Path, info: WaveRNNInfo) -> np.ndarray:
 
 
 def generate(sess, info: WaveRNNInfo, mels: np.ndarray, seed: int = 0, progress=None) -> np.ndarray:
-    """Run the whole generation once; ``progress(done_fraction)`` is called while it runs."""
+    """Run the whole generation once; ``progress()`` is called every 0.2 s while it runs.
+
+    The call can be interrupted (SIGINT/SIGTERM stop ORT cleanly, see :func:`waveopt.runtime.run`).
+    """
     steps, sequences = info.loop_shape(mels.shape[2], mels.shape[0])
     feed = {"mels": mels, "noise": uniform_noise(steps, sequences, seed)}
-    if progress is None:
-        return sess.run(["wave"], feed)[0]
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(wave=_run_catching(sess, feed)))
-    worker.start()
-    while worker.is_alive():
-        progress()
-        worker.join(0.2)
-    if isinstance(result["wave"], BaseException):
-        raise result["wave"]
-    return result["wave"]
-
-
-def _run_catching(sess, feed):
-    try:
-        return sess.run(["wave"], feed)[0]
-    except BaseException as exc:  # re-raised in the caller's thread
-        return exc
+    return run(sess, ["wave"], feed, while_waiting=progress)[0]
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
@@ -99,8 +88,18 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, threads: int = 1) -> str:
-    model = load_model(model_path)
+def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, threads: int = 1,
+                allow_invalid: bool = False) -> str:
+    """Vocode ``mels_path`` with the model into ``output`` (.wav); returns the report line.
+
+    The model is validated first (:mod:`waveopt.validate`) unless ``allow_invalid``.
+    """
+    model = load_valid_model(model_path, allow_invalid)
+    with processing_invalid(model, allow_invalid):
+        return _vocode(model, model_path, mels_path, output, seed, threads)
+
+
+def _vocode(model, model_path: Path, mels_path: Path, output: Path, seed: int, threads: int) -> str:
     info = wavernn_info(model)
     if info is None or info.teacher_forced:
         raise WaveoptError(f"{model_path} is not a free-running waveopt WaveRNN export (export without --teacher-forced)")
@@ -111,6 +110,14 @@ def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, 
     start = time.perf_counter()
     audio = _generate_with_progress(sess, info, mels, seed)
     seconds = time.perf_counter() - start
+    expected = [1, info.wave_length(mels.shape[2])]
+    if list(audio.shape) != expected:
+        raise WaveoptError(f"{model_path} produced a wave of shape {list(audio.shape)} for these mels, expected "
+                           f"{expected}; nothing written")
+    bad = int(np.count_nonzero(~np.isfinite(audio)))
+    if bad:
+        raise WaveoptError(f"{model_path} produced {bad} NaN or infinite sample(s) of {audio.size}; "
+                           "nothing written (are its weights finite?)")
     write_wav(output, audio[0], info.sample_rate)
     duration = audio.shape[1] / info.sample_rate
     return (f"wrote {output}: {audio.shape[1]} samples ({duration:.2f} s of audio) in {seconds:.2f} s "

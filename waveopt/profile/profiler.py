@@ -39,8 +39,8 @@ import onnxruntime as ort
 
 from .bandwidth import MachineLimits, probe_limits
 from waveopt.errors import WaveoptError
-from waveopt.graph import load_model
 from waveopt.model_info import wavernn_info
+from waveopt.validate import load_valid_model
 from .attribution import (LOOP_GLUE, LOOP_OVERHEAD, STEP_GLUE, UNATTRIBUTED, attribute, map_optimized,
                                   module_rank)
 from .costs import module_costs
@@ -170,17 +170,18 @@ class Profile:
 def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 3, warmup: int = 1,
                   dims: dict[str, int] | None = None, inputs: Path | None = None, calibrate: bool = True,
                   trace=None, trace_pid: int = 1, configure: Callable[[ort.SessionOptions], None] | None = None,
-                  stage_timers: StageTimers | None = None) -> Profile:
+                  stage_timers: StageTimers | None = None, allow_invalid: bool = False) -> Profile:
     """Profile the model at ``path``; ``trace`` (a ``profile_trace.TraceWriter``) gets its events.
 
     ``configure`` and ``stage_timers``: the extension point for a fused op's own timers, see
     ``profile_session.run_profiled``; what ``stage_timers`` measured is merged with
-    :func:`merge_stage_timers`.
+    :func:`merge_stage_timers`. The model is validated first (:mod:`waveopt.validate`) unless
+    ``allow_invalid``.
     """
     for name, value, least in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
         if value < least:
             raise WaveoptError(f"--{name} must be at least {least}")
-    model = load_model(path)
+    model = load_valid_model(path, allow_invalid)
     info = wavernn_info(model)
     feed, source = profile_inputs(model, frames, dims or {}, inputs)
     named = with_unique_node_names(model)
