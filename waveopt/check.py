@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from waveopt.errors import WaveoptError
 from waveopt.graph import AnyModel, to_proto
-from waveopt.runtime import session
+from waveopt.runtime import run, session
 
 __all__ = [
     "CheckFailed",
@@ -166,7 +166,7 @@ def _run(session: ort.InferenceSession, inputs: Mapping[str, np.ndarray]) -> dic
             raise WaveoptError(f"no value given for model input {arg.name!r}")
         feeds[arg.name] = inputs[arg.name]
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
+    return dict(zip(names, run(session, names, feeds)))
 
 
 def _diffs(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float]:

@@ -102,32 +102,47 @@ def run(sess: ort.InferenceSession, output_names: Sequence[str] | None, feed: Ma
     every 0.2 s), so a signal handler or KeyboardInterrupt gets here at once: it sets
     ``RunOptions.terminate``, waits for ORT to return and is re-raised. (A signal that
     arrives while the interpreter waits inside ``sess.run`` would otherwise wait for the
-    whole run, and exiting with ORT still running in a thread aborts the process.)
+    whole run, and exiting with ORT still running in a thread aborts the process.) ORT
+    stops between kernels: a single long kernel (the native ``WaveRNNLoop``) runs to its end.
     """
     options = run_options()
     result: dict = {}
+    done = threading.Event()
 
     def work():
+        # Signals go to the waiting thread, which handles them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             result["outputs"] = sess.run(output_names, dict(feed), options)
         except BaseException as e:  # handed to the waiting thread
             result["error"] = e
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=work, name="waveopt-ort-run", daemon=True)
-    worker.start()
+    # Not Thread.join: an exception raised inside join() marks the thread stopped while it still
+    # runs (CPython bpo-45274), and the interpreter then exits under ORT's feet (SIGABRT).
+    threading.Thread(target=work, name="waveopt-ort-run").start()
     try:
-        while worker.is_alive():
+        while not done.wait(0.2):
             if while_waiting is not None:
                 while_waiting()
-            worker.join(0.2)
     except BaseException:
         options.terminate = True
-        worker.join()
+        _wait_through_signals(done)
         raise
     if "error" in result:
         raise WaveoptError(f"ONNX Runtime failed running the model: {ort_message(result['error'])}") \
             from result["error"]
     return result["outputs"]
+
+
+def _wait_through_signals(done: threading.Event) -> None:
+    """Wait for ``done`` however many more signals arrive (ORT returns soon after terminate)."""
+    while not done.is_set():
+        try:
+            done.wait(0.1)
+        except BaseException:  # a second Ctrl-C: the first one is already being handled
+            continue
 
 
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : (\w+) : ")
