@@ -31,9 +31,9 @@ import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from onnx import numpy_helper
 
-from .errors import InvalidModel, WaveoptError, one_line
-from .graph import load_model
-from .model_info import wavernn_info
+from waveopt.errors import InvalidModel, WaveoptError, one_line
+from waveopt.graph import load_model
+from waveopt.model_info import wavernn_info
 
 __all__ = ["load_valid_model", "validate_model", "model_problem", "processing_invalid"]
 
