@@ -13,8 +13,9 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from waveopt.errors import WaveoptError
 from waveopt.passes._analysis.errors import NotRecognised
-from waveopt.runtime import session
+from waveopt.runtime import run, session
 
 __all__ = ["verify_sampler", "reference_sample"]
 
@@ -54,12 +55,15 @@ def verify_sampler(body: ir.Graph, logits: ir.Value, noise_row: ir.Value, sample
     n_classes = logits.shape[-1] if logits.shape is not None else None
     if not isinstance(n_classes, int):
         raise NotRecognised("the number of classes is unknown")
-    session = _sampler_session(nodes, logits, noise_row, sample, n_classes)
     rng = np.random.default_rng(0)
     batch = 64
     feed_logits = (rng.standard_normal((batch, n_classes)) * 3).astype(np.float32)
     feed_noise = rng.uniform(1e-5, 1 - 1e-5, (batch, 2)).astype(np.float32)
-    got = session.run(None, {"logits": feed_logits, "noise": feed_noise})[0].reshape(batch)
+    try:
+        session = _sampler_session(nodes, logits, noise_row, sample, n_classes)
+        got = run(session, None, {"logits": feed_logits, "noise": feed_noise})[0].reshape(batch)
+    except (WaveoptError, ValueError) as e:  # ORT refuses it, or it returns another shape
+        raise NotRecognised(f"the sampler does not run as one: {e}") from None
     modes = [mode_hint] if mode_hint else (["mol"] if n_classes == 3 * MOL_MIXTURES else ["raw"])
     for mode in modes:
         expected = reference_sample(feed_logits, feed_noise, mode)
