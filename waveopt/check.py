@@ -22,6 +22,7 @@ import onnxruntime as ort
 from waveopt.errors import WaveoptError
 from waveopt.graph import AnyModel, to_proto
 from waveopt.runtime import run, session
+from waveopt.validate import check_noise
 
 __all__ = [
     "CheckFailed",
@@ -128,6 +129,8 @@ def compare_models(
             raise WaveoptError(f"sampled output {name!r} is not an output of the model")
     if sampled and noise_input and noise_input not in inputs:
         raise WaveoptError(f"noise input {noise_input!r} is not among the given inputs")
+    if noise_input and noise_input in inputs:
+        check_noise(inputs[noise_input], f"input {noise_input!r}")
     try:
         cand_out = _run(factory(to_proto(candidate)), inputs)
     except Exception as e:

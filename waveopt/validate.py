@@ -35,7 +35,7 @@ from waveopt.errors import InvalidModel, WaveoptError, one_line
 from waveopt.graph import load_model
 from waveopt.model_info import wavernn_info
 
-__all__ = ["load_valid_model", "validate_model", "model_problem", "processing_invalid"]
+__all__ = ["load_valid_model", "validate_model", "model_problem", "processing_invalid", "check_noise"]
 
 _MAX_MESSAGE = 240
 
@@ -99,6 +99,19 @@ def processing_invalid(model: onnx.ModelProto, allowed: bool):
             root = root.__cause__
         raise WaveoptError(f"processing the invalid model failed ({type(root).__name__}: {_one_line(root)}); "
                            f"it is invalid because {problem}") from e
+
+
+def check_noise(noise, where: str) -> None:
+    """Refuse sampling noise that is not uniforms strictly inside (0, 1): the samplers take
+    log(u) and log(1 - u), and the inverse CDF assumes u < 1 (NaN would sample garbage)."""
+    array = np.asarray(noise)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise WaveoptError(f"{where}: noise must be floats in (0, 1), got dtype {array.dtype}")
+    outside = ~((array > 0) & (array < 1))
+    if outside.any():
+        first = array.reshape(-1)[np.flatnonzero(outside.reshape(-1))[0]]
+        raise WaveoptError(f"{where}: noise must lie strictly inside (0, 1); {int(outside.sum())} value(s) do not "
+                           f"(e.g. {first})")
 
 
 # --- Loop -------------------------------------------------------------------------------------
