@@ -5,7 +5,7 @@
 
 In order, the first problem found is reported:
 
-1. ``onnx.checker`` -- with ``full_check`` (strict shape inference) for our own exports,
+1. an ONNX opset that exists; ``onnx.checker`` -- with ``full_check`` (strict shape inference) for our own exports,
    the models that carry waveopt metadata; a foreign model gets the structural check only;
 2. waveopt's metadata against its schema (:func:`waveopt.model_info.wavernn_info`);
 3. every ONNX ``Loop``: a ``body``, as many body inputs as the node has inputs, one body
@@ -67,6 +67,10 @@ def model_problem(model: onnx.ModelProto) -> str:
     field = _field_not_utf8(model)
     if field:
         return f"the text of {field} is not valid UTF-8"
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and not 1 <= opset.version <= newest:
+            return f"it imports ONNX opset {opset.version}; this onnx knows opsets 1 to {newest}"
     try:
         onnx.checker.check_model(model, full_check=ours)
     except Exception as e:  # ValidationError, InferenceError, ...
