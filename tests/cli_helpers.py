@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
+import tempfile
+
 from waveopt.cli import main
 
 
@@ -10,6 +16,36 @@ def cli(capsys, *args):
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def cli_captured(*args):
+    """Run the CLI in-process without a pytest fixture: (exit code, stdout, stderr).
+
+    stderr includes what C++ code (ONNX Runtime's logger) writes to file descriptor 2,
+    which ``capsys`` cannot see.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with _fd_captured(2) as native_err, _fd_captured(1) as native_out:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    return code, native_out() + out.getvalue(), native_err() + err.getvalue()
+
+
+@contextlib.contextmanager
+def _fd_captured(fd: int):
+    """Redirect file descriptor ``fd`` to a temp file; yields a function returning its text."""
+    text = {"value": ""}
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(fd)
+        (sys.stdout if fd == 1 else sys.stderr).flush()
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield lambda: text["value"]
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            text["value"] = sink.read().decode("utf-8", "replace")
 
 
 def assert_one_line_error(code, err, *needles):

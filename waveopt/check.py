@@ -21,7 +21,8 @@ import onnxruntime as ort
 
 from waveopt.errors import WaveoptError
 from waveopt.graph import AnyModel, to_proto
-from waveopt.runtime import session
+from waveopt.runtime import run, session
+from waveopt.validate import check_noise
 
 __all__ = [
     "CheckFailed",
@@ -132,6 +133,8 @@ def compare_models(
             raise WaveoptError(f"sampled output {name!r} is not an output of the model")
     if sampled and noise_input and noise_input not in inputs:
         raise WaveoptError(f"noise input {noise_input!r} is not among the given inputs")
+    if noise_input and noise_input in inputs:
+        check_noise(inputs[noise_input], f"input {noise_input!r}")
     try:
         cand_out = _run(factory(to_proto(candidate)), inputs)
     except Exception as e:
@@ -170,7 +173,7 @@ def _run(session: ort.InferenceSession, inputs: Mapping[str, np.ndarray]) -> dic
             raise WaveoptError(f"no value given for model input {arg.name!r}")
         feeds[arg.name] = inputs[arg.name]
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
+    return dict(zip(names, run(session, names, feeds)))
 
 
 def _diffs(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float]:

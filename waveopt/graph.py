@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 
-from waveopt.errors import WaveoptError
+from waveopt.errors import WaveoptError, one_line
 
 __all__ = [
     "atomic_write_bytes",
+    "remove_stale_temp_files",
     "subgraphs",
     "infer_shapes",
     "iter_graphs",
@@ -42,7 +44,7 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as e:  # DecodeError, OSError, ...: all mean "not a model"
-        raise WaveoptError(f"{path} is not a valid ONNX model ({_one_line(e)})") from e
+        raise WaveoptError(f"{path} is not a valid ONNX model ({one_line(e, 200)})") from e
     # protobuf happily parses many garbage byte strings into a near-empty message.
     problem = _structural_problem(model)
     if problem:
@@ -50,7 +52,7 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     try:  # a no-op unless some tensor lives in an external file
         onnx.load_external_data_for_model(model, str(path.parent))
     except Exception as e:
-        raise WaveoptError(f"{path}: cannot load external data ({_one_line(e)})") from e
+        raise WaveoptError(f"{path}: cannot load external data ({one_line(e, 200)})") from e
     return model
 
 
@@ -64,11 +66,6 @@ def _structural_problem(model: onnx.ModelProto) -> str:
     if not model.graph.output:
         return "graph has no outputs"
     return ""
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def save_model(model: AnyModel, path: str | os.PathLike[str]) -> None:
@@ -117,11 +114,22 @@ def _uses_newer_types(graph: onnx.GraphProto) -> bool:
     return any(t > _NEWEST_OLD_TYPE for t in types)
 
 
+TEMP_MARK = ".waveopt-tmp-"
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write atomically: a temp file in the same directory, fsync, then os.replace."""
+    """Write atomically: a temp file ``.<name>.waveopt-tmp-<pid>`` in the same directory, fsync,
+    then os.replace.
+
+    The temp file is removed on any failure, an interrupt included; one left by a process
+    that was killed (SIGKILL, power loss) is recognisable by its name and removed by the next
+    write to the same path once its process is gone (:func:`remove_stale_temp_files`).
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    remove_stale_temp_files(path)
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
+        tmp.unlink(missing_ok=True)  # ours by name: a dead process with our pid left it
         # os.open with 0o666 lets the umask decide the final permissions.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
@@ -135,6 +143,33 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp files of writes to ``path`` whose process no longer runs; returns them."""
+    path = Path(path)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}{TEMP_MARK}*"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        pid = tmp.name.rsplit(TEMP_MARK, 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_runs(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def to_ir(model: AnyModel) -> ir.Model:

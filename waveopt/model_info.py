@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 
 from .demo_data import demo_mels, demo_prev_samples, uniform_noise
-from .errors import WaveoptError
+from .errors import InvalidModel, WaveoptError
 from .folding import fold_count
 
-__all__ = ["WaveRNNInfo", "wavernn_info", "example_inputs"]
+__all__ = ["WaveRNNInfo", "wavernn_info", "example_inputs", "METADATA_KEYS", "HPARAM_TYPES"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,17 +53,86 @@ class WaveRNNInfo:
 
 
 def wavernn_info(model: onnx.ModelProto) -> WaveRNNInfo | None:
-    """The metadata our exporter writes, or None for a model from elsewhere."""
+    """The metadata our exporter writes, or None for a model from elsewhere (no ``waveopt.kind``).
+
+    Metadata that is there but does not fit the schema (:data:`METADATA_KEYS`,
+    :data:`HPARAM_TYPES`) raises :class:`~waveopt.errors.InvalidModel` naming the key.
+    """
     meta = {p.key: p.value for p in model.metadata_props}
-    if meta.get("waveopt.kind") != "wavernn":
+    if "waveopt.kind" not in meta:
         return None
-    fold = json.loads(meta["waveopt.fold"]) if "waveopt.fold" in meta else None
-    return WaveRNNInfo(
-        mode=meta.get("waveopt.mode", "raw"),
-        form=meta.get("waveopt.form", "free_running"),
-        hparams=json.loads(meta["waveopt.hparams"]),
-        fold=(int(fold["target"]), int(fold["overlap"])) if fold else None,
-    )
+    if meta["waveopt.kind"] != "wavernn":
+        raise InvalidModel(f"metadata waveopt.kind is {_show(meta['waveopt.kind'])}, expected 'wavernn'")
+    missing = [k for k in METADATA_KEYS if k not in meta]
+    if missing:
+        raise InvalidModel(f"waveopt metadata lacks {', '.join(missing)}")
+    hparams = _hparams(_json(meta, "waveopt.hparams"))
+    mode, form = meta["waveopt.mode"], meta["waveopt.form"]
+    if mode not in ("raw", "mol") or mode != hparams["mode"]:
+        raise InvalidModel(f"metadata waveopt.mode is {_show(mode)}; expected the hparams' mode "
+                           f"{_show(hparams['mode'])} ('raw' or 'mol')")
+    if form not in ("free_running", "teacher_forced"):
+        raise InvalidModel(f"metadata waveopt.form is {_show(form)}, expected 'free_running' or 'teacher_forced'")
+    fold = None
+    if "waveopt.fold" in meta:
+        fold = _json(meta, "waveopt.fold")
+        if not isinstance(fold, dict) or not all(_count(1, 1 << 24)(fold.get(k)) for k in ("target", "overlap")):
+            raise InvalidModel(f"metadata waveopt.fold is {_show(meta['waveopt.fold'])}; expected "
+                               '{"target": N, "overlap": M} with positive integers')
+        fold = (fold["target"], fold["overlap"])
+    return WaveRNNInfo(mode=mode, form=form, hparams=hparams, fold=fold)
+
+
+# The keys our exporter always writes (waveopt.fold only for folded models), and the
+# hyperparameters in waveopt.hparams: name -> (check, what it must be). All are required.
+METADATA_KEYS = ("waveopt.kind", "waveopt.mode", "waveopt.form", "waveopt.hparams")
+
+
+def _count(low: int, high: int):
+    """A check for an integer in [low, high] (JSON true/false are not integers)."""
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+_DIM = (_count(1, 1 << 16), "an integer in [1, 65536]")
+HPARAM_TYPES = {
+    "mode": (lambda v: v in ("raw", "mol"), "'raw' or 'mol'"),
+    "bits": (_count(1, 16), "an integer in [1, 16]"),
+    "rnn_dims": _DIM,
+    "fc_dims": _DIM,
+    "feat_dims": _DIM,
+    "compute_dims": _DIM,
+    "res_out_dims": (lambda v: _count(4, 1 << 16)(v) and v % 4 == 0, "a multiple of 4 in [4, 65536]"),
+    "res_blocks": (_count(0, 1 << 10), "an integer in [0, 1024]"),
+    "pad": (_count(0, 1 << 10), "an integer in [0, 1024]"),
+    "upsample_factors": (lambda v: isinstance(v, list) and 0 < len(v) <= 8 and all(map(_count(1, 1 << 10), v))
+                         and int(np.prod(v)) <= 1 << 16,
+                         "a list of positive integers whose product (the hop) is at most 65536"),
+    "sample_rate": (_count(1, 1 << 22), "a positive integer (Hz)"),
+    "mu_law": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _hparams(value) -> dict:
+    if not isinstance(value, dict):
+        raise InvalidModel(f"metadata waveopt.hparams is {_show(value)}, expected a JSON object")
+    for key, (ok, expected) in HPARAM_TYPES.items():
+        if key not in value:
+            raise InvalidModel(f"metadata waveopt.hparams lacks {key!r}")
+        if not ok(value[key]):
+            raise InvalidModel(f"metadata waveopt.hparams[{key!r}] is {_show(value[key])}, expected {expected}")
+    return value
+
+
+def _json(meta: dict, key: str):
+    try:
+        return json.loads(meta[key])
+    except ValueError:
+        raise InvalidModel(f"metadata {key} is not JSON: {_show(meta[key])}") from None
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def example_inputs(model: onnx.ModelProto, frames: int = 4, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:

@@ -24,8 +24,9 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from waveopt.errors import WaveoptError
 from waveopt.passes._analysis.errors import NotRecognised
-from waveopt.runtime import session
+from waveopt.runtime import run, session
 
 __all__ = ["SamplerMatch", "describe_noiseless_sampler", "reference_sample", "verify_sampler"]
 
@@ -102,11 +103,14 @@ def verify_sampler(body: ir.Graph, logits: ir.Value, noise_row: ir.Value, sample
     if shape is None or len(shape) not in (1, 2) or (len(shape) == 2 and not isinstance(shape[-1], int)):
         raise NotRecognised("the noise row's size is unknown")
     width = 0 if len(shape) == 1 else shape[-1]
-    session = _sampler_session(nodes, logits, noise_row, sample, n_classes, width)
     rng = np.random.default_rng(0)
     feed_logits = (rng.standard_normal((_BATCH, n_classes)) * 3).astype(np.float32)
     feed_noise = rng.uniform(1e-5, 1 - 1e-5, (_BATCH, width) if width else (_BATCH,)).astype(np.float32)
-    got = session.run(None, {"logits": feed_logits, "noise": feed_noise})[0].reshape(_BATCH)
+    try:
+        session = _sampler_session(nodes, logits, noise_row, sample, n_classes, width)
+        got = run(session, None, {"logits": feed_logits, "noise": feed_noise})[0].reshape(_BATCH)
+    except (WaveoptError, ValueError) as e:  # ORT refuses it, or it returns another shape
+        raise NotRecognised(f"the sampler does not run as one: {e}") from None
     columns = feed_noise.reshape(_BATCH, -1)
     modes = [mode_hint] if mode_hint else (["mol"] if n_classes == 3 * MOL_MIXTURES else ["raw"])
     for mode in modes:
@@ -133,9 +137,12 @@ def describe_noiseless_sampler(body: ir.Graph, logits: ir.Value, sample: ir.Valu
         return "the sampler"
     if nodes is None:
         return "the sampler"
-    session = _sampler_session(nodes, logits, None, sample, n_classes, 0)
     feed = (np.random.default_rng(0).standard_normal((_BATCH, n_classes)) * 3).astype(np.float32)
-    got = session.run(None, {"logits": feed})[0].reshape(_BATCH)
+    try:
+        session = _sampler_session(nodes, logits, None, sample, n_classes, 0)
+        got = run(session, None, {"logits": feed})[0].reshape(_BATCH)
+    except (WaveoptError, ValueError):
+        return "the sampler"
     expected = np.float32(2.0) * np.argmax(feed, -1).astype(np.float32) / np.float32(n_classes - 1.0) - 1
     if _agrees(got, expected):
         return "the sampler is RAW argmax (greedy), which the fused op does not have"

@@ -1,8 +1,10 @@
 """The ``waveopt`` command line: export, optimize, loop, vocode, mels, demo-mels, bench, profile, ops.
 
 One module per command in this package; this one mounts them. Every user error is one
-line ``error: ...`` on stderr and exit code 2; outputs are written atomically and inputs
-are never modified.
+line ``error: ...`` on stderr and exit code 2 (a model that fails validation: ``error:
+invalid model: ...``, unless ``--allow-invalid``); SIGINT and SIGTERM exit 130 and 143
+after cleaning up; outputs are written atomically and inputs are never modified. Exit
+code 1 means a bug in waveopt.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from waveopt.cli.ops import ops_app
 from waveopt.cli.optimize import OptimizeCommand, optimize_command
 from waveopt.cli.profile import profile_command
 from waveopt.cli.vocode import vocode_command
-from waveopt.errors import WaveoptError
+from waveopt.errors import WaveoptError, one_line
+from waveopt.interrupts import Interrupted, signals_raise
+from waveopt.runtime import quiet_ort_logs
 
 __all__ = ["app", "entry", "main"]
 
@@ -57,32 +61,39 @@ app.add_typer(ops_app, name="ops")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the app, turning user errors into one line and exit code 2."""
-    try:
-        app(args=argv, standalone_mode=False, prog_name="waveopt")
-    except WaveoptError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        typer.echo("error: aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        return 130
-    except typer.TyperException as exc:  # usage errors: unknown option, missing argument, ...
-        message = " ".join((exc.format_message() if hasattr(exc, "format_message") else str(exc)).split())
-        if message:  # empty after `waveopt` alone: the help was printed
-            typer.echo(f"error: {message}", err=True)
-        return 2
-    except Exception as exc:
-        if os.environ.get("WAVEOPT_DEBUG"):
-            raise
-        typer.echo(f"error: internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
-                   "set WAVEOPT_DEBUG=1 for the traceback", err=True)
-        return 1
-    return 0
+    """Entry point: runs the app; a user error is one line and exit code 2, SIGINT/SIGTERM
+    exit 130/143 once the command has cleaned up (temp files, a running ORT call)."""
+    quiet_ort_logs()
+    with signals_raise():
+        try:
+            result = app(args=argv, standalone_mode=False, prog_name="waveopt")
+        except Interrupted as exc:
+            typer.echo(f"error: {exc}", err=True)
+            return exc.exit_code
+        except WaveoptError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            return 2
+        except typer.Exit as exc:
+            return exc.exit_code
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            return 130
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            return 130
+        except typer.TyperException as exc:  # usage errors: unknown option, missing argument, ...
+            message = " ".join((exc.format_message() if hasattr(exc, "format_message") else str(exc)).split())
+            if message:  # empty after `waveopt` alone: the help was printed
+                typer.echo(f"error: {message}", err=True)
+            return 2
+        except Exception as exc:
+            if os.environ.get("WAVEOPT_DEBUG"):
+                raise
+            typer.echo(f"error: internal error ({type(exc).__name__}: {one_line(exc)}); "
+                       "set WAVEOPT_DEBUG=1 for the traceback", err=True)
+            return 1
+    # typer returns the exit code of a KeyboardInterrupt (130) or typer.Exit it handled itself.
+    return result if isinstance(result, int) else 0
 
 
 def entry() -> None:

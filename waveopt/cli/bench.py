@@ -8,16 +8,16 @@ from typing import Optional
 
 import typer
 
-from waveopt.cli.common import (batch_option, emit_json, frames_option, json_option,
+from waveopt.cli.common import (allow_invalid_option, batch_option, emit_json, frames_option, json_option,
                                 progress_for, quiet_option, require_plotting)
 from waveopt.cli.files import refuse_overwrite
 from waveopt.errors import WaveoptError
-from waveopt.graph import load_model
 from waveopt.model_info import example_inputs, wavernn_info
 from waveopt.plots import plot_speed_chart
 from waveopt.progress import stage
 from waveopt.report import graph_stats
-from waveopt.runtime import session, time_calls
+from waveopt.runtime import run, session, time_calls
+from waveopt.validate import load_valid_model, processing_invalid
 
 __all__ = ["bench_command", "bench_file", "BenchResult"]
 
@@ -36,6 +36,7 @@ def bench_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file."),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
+    allow_invalid: bool = allow_invalid_option(),
 ):
     """Samples per second and real-time factor of models in ORT (median after warm-up)."""
     if plot is not None:
@@ -45,7 +46,7 @@ def bench_command(
         results = []
         for path in models:
             results.append(bench_file(path, frames=frames, batch=batch, threads=threads, repeats=repeats,
-                                      warmup=warmup))
+                                      warmup=warmup, allow_invalid=allow_invalid))
             if not as_json:
                 typer.echo(results[-1].text())
         if plot is not None:
@@ -89,11 +90,18 @@ class BenchResult:
         return dataclasses.asdict(self)
 
 
-def bench_file(model_path: Path, frames=8, batch=1, threads=1, repeats=5, warmup=1) -> BenchResult:
+def bench_file(model_path: Path, frames=8, batch=1, threads=1, repeats=5, warmup=1,
+               allow_invalid=False) -> BenchResult:
+    """Time the model at ``model_path`` (validated first unless ``allow_invalid``)."""
     for name, value in (("frames", frames - 1), ("batch", batch), ("threads", threads), ("repeats", repeats)):
         if value < 1:
             raise WaveoptError(f"--{name} must be at least {2 if name == 'frames' else 1}")
-    model = load_model(model_path)
+    model = load_valid_model(model_path, allow_invalid)
+    with processing_invalid(model, allow_invalid):
+        return _bench(model, model_path, frames, batch, threads, repeats, warmup)
+
+
+def _bench(model, model_path: Path, frames, batch, threads, repeats, warmup) -> BenchResult:
     info = wavernn_info(model)
     if info is None:
         raise WaveoptError(f"{model_path} is not a waveopt WaveRNN export")
@@ -101,7 +109,7 @@ def bench_file(model_path: Path, frames=8, batch=1, threads=1, repeats=5, warmup
     with stage(f"creating the session for {model_path}"):
         sess = session(model, threads=threads)
     with stage(f"timing {model_path}: {warmup} warm-up and {repeats} timed run(s)"):
-        timing = time_calls(lambda: sess.run(None, feed), repeats=repeats, warmup=warmup)
+        timing = time_calls(lambda: run(sess, None, feed), repeats=repeats, warmup=warmup)
     steps, sequences = info.loop_shape(frames, feed["mels"].shape[0])
     samples = steps * sequences  # loop steps run, over all sequences
     rate = samples / timing.median

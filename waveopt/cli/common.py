@@ -105,6 +105,12 @@ def json_option():
     return typer.Option(False, "--json", help="Print the results as one JSON object on stdout (no progress lines).")
 
 
+def allow_invalid_option():
+    return typer.Option(False, "--allow-invalid",
+                        help="Work on a model that fails validation (onnx.checker, waveopt metadata, the Loop's "
+                             "interface).")
+
+
 def frames_option(default: int, help: str = FRAMES_HELP):
     return typer.Option(default, "--frames", help=help)
 

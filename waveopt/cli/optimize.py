@@ -13,11 +13,11 @@ import onnx
 import typer
 
 from waveopt.check import DEFAULT_ATOL, DEFAULT_RTOL, CheckResult, compare_models, random_inputs
-from waveopt.cli.common import (ListOptionCommand, batch_option, emit_json, json_option, progress_for, quiet_option,
-                                split_list)
+from waveopt.cli.common import (ListOptionCommand, allow_invalid_option, batch_option, emit_json, json_option,
+                                progress_for, quiet_option, split_list)
 from waveopt.cli.files import parse_names, refuse_overwrite
 from waveopt.errors import WaveoptError
-from waveopt.graph import load_model, save_model
+from waveopt.graph import save_model
 from waveopt.mel_files import load_mels
 from waveopt.model_info import example_inputs, wavernn_info
 from waveopt.passes import PASSES, PRESETS
@@ -27,6 +27,7 @@ from waveopt.progress import stage
 from waveopt.quant import DEFAULT_MIN_SNR_DB, QuantAccuracy, ort_loop_kernels, quantize_checked
 from waveopt.report import GraphStats, format_comparison, graph_stats
 from waveopt.runtime import uses_native_ops
+from waveopt.validate import load_valid_model, processing_invalid
 
 __all__ = ["OptimizeCommand", "OptimizeOutcome", "OptimizePlan", "optimize_command", "optimize_file", "plan_optimize",
            "run_plan", "check_inputs_for", "given_check_inputs"]
@@ -86,6 +87,7 @@ def optimize_command(
     quiet: bool = quiet_option(),
     list_passes: bool = typer.Option(False, "--list-passes", callback=list_passes, is_eager=True,
                                      help="List passes and presets, then exit."),
+    allow_invalid: bool = allow_invalid_option(),
 ):
     """Run the pass pipeline and print a before/after table (optimize MODEL OUTPUT, or MODEL -o OUTPUT)."""
     if output is not None and output_arg is not None:
@@ -101,7 +103,8 @@ def optimize_command(
                      existing=False)
     with progress_for(quiet, as_json):
         outcome = run_plan(plan, model, output, check=check, check_each=check_each, check_frames=frames,
-                           check_batch=batch, check_inputs=check_inputs, calibrate=calibration, force=force)
+                           check_batch=batch, check_inputs=check_inputs, calibrate=calibration, force=force,
+                           allow_invalid=allow_invalid)
     if as_json:
         emit_json(outcome.as_dict())
     else:
@@ -233,7 +236,7 @@ def plan_optimize(*, passes=None, skip=(), preset="portable", pad=None, quant="n
 def optimize_file(model_path: Path, output: Path, *, passes=None, skip=(), preset="portable", pad=None,
                   check=False, check_each=False, check_frames=8, check_batch=1, check_inputs=None,
                   atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL, quant="none", calibrate=(), min_snr=None,
-                  force=False) -> OptimizeOutcome:
+                  force=False, allow_invalid=False) -> OptimizeOutcome:
     """Optimize ``model_path`` into ``output``; returns what was done (``.text()``, ``.as_dict()``).
 
     The check runs on ``check_inputs`` (an .npz of the model's inputs by name) or on seeded
@@ -241,21 +244,33 @@ def optimize_file(model_path: Path, output: Path, *, passes=None, skip=(), prese
     With ``quant`` "int8" or "int16" the optimized float32 model is then quantized and
     measured (:mod:`waveopt.quant`) on the ``calibrate`` mel files (default: the demo
     mels); it is written only if its logit SNR is at least ``min_snr`` dB (default
-    :data:`~waveopt.quant.DEFAULT_MIN_SNR_DB`), or with ``force``.
+    :data:`~waveopt.quant.DEFAULT_MIN_SNR_DB`), or with ``force``. The input is validated
+    first (:mod:`waveopt.validate`) unless ``allow_invalid``.
     """
     plan = plan_optimize(passes=passes, skip=skip, preset=preset, pad=pad, quant=quant, calibrate=calibrate,
                          min_snr=min_snr, atol=atol, rtol=rtol, checks=check or check_each,
                          check_inputs=check_inputs)
     return run_plan(plan, model_path, output, check=check, check_each=check_each, check_frames=check_frames,
-                    check_batch=check_batch, check_inputs=check_inputs, calibrate=calibrate, force=force)
+                    check_batch=check_batch, check_inputs=check_inputs, calibrate=calibrate, force=force,
+                    allow_invalid=allow_invalid)
 
 
 def run_plan(plan: OptimizePlan, model_path: Path, output: Path, *, check=False, check_each=False,
-             check_frames=8, check_batch=1, check_inputs=None, calibrate=(), force=False) -> OptimizeOutcome:
-    """Run a checked plan on ``model_path``, write ``output``; returns what was done."""
-    bits, min_snr = plan.bits, plan.min_snr
+             check_frames=8, check_batch=1, check_inputs=None, calibrate=(), force=False,
+             allow_invalid=False) -> OptimizeOutcome:
+    """Run a checked plan on ``model_path`` (validated first unless ``allow_invalid``), write
+    ``output``; returns what was done."""
     with stage(f"loading {model_path}"):
-        original = load_model(model_path)
+        original = load_valid_model(model_path, allow_invalid)
+    with processing_invalid(original, allow_invalid):
+        return _run_loaded(plan, original, model_path, output, check=check, check_each=check_each,
+                           check_frames=check_frames, check_batch=check_batch, check_inputs=check_inputs,
+                           calibrate=calibrate, force=force)
+
+
+def _run_loaded(plan: OptimizePlan, original: onnx.ModelProto, model_path: Path, output: Path, *, check,
+                check_each, check_frames, check_batch, check_inputs, calibrate, force) -> OptimizeOutcome:
+    bits, min_snr = plan.bits, plan.min_snr
     calibration = _calibration_mels(original, calibrate) if bits else None
     inputs = None
     if check_inputs is not None:

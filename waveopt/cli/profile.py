@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from waveopt.cli.common import batch_option, emit_json, frames_option, json_option, progress_for, quiet_option
+from waveopt.cli.common import (allow_invalid_option, batch_option, emit_json, frames_option, json_option,
+                                progress_for, quiet_option)
 from waveopt.errors import WaveoptError
 from waveopt.profile.inputs import parse_dims
 from waveopt.profile.profiler import profile_model
@@ -35,6 +36,7 @@ def profile_command(
     no_estimate: bool = typer.Option(False, "--skip-estimate", "--no-estimate",
                                      help="Skip the calibration of the profiler's cost (no estimated unprofiled time)."),
     quiet: bool = quiet_option(),
+    allow_invalid: bool = allow_invalid_option(),
 ):
     """Time per WaveRNN module and per sample with ORT's profiler; compare two models."""
     if len(models) > 2:
@@ -44,7 +46,8 @@ def profile_command(
     try:
         with progress_for(quiet, as_json):
             profiles = [profile_model(path, threads=threads, frames=frames, batch=batch, runs=runs, warmup=warmup,
-                                      dims=dims, inputs=inputs, calibrate=not no_estimate, trace=writer, trace_pid=i)
+                                      dims=dims, inputs=inputs, calibrate=not no_estimate, trace=writer, trace_pid=i,
+                                      allow_invalid=allow_invalid)
                         for i, path in enumerate(models, start=1)]
     except BaseException:
         if writer is not None:

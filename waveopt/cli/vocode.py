@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import threading
 import time
 import wave
 from pathlib import Path
@@ -20,17 +19,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from waveopt.audio import MelAnalysis, check_mel_scale, load_audio, mel_from_audio
-from waveopt.cli.common import emit_json, json_option, progress_for, quiet_option, require_plotting
+from waveopt.cli.common import (allow_invalid_option, emit_json, json_option, progress_for, quiet_option,
+                                require_plotting)
 from waveopt.cli.files import refuse_overwrite
 from waveopt.demo_data import uniform_noise
 from waveopt.errors import WaveoptError
-from waveopt.graph import atomic_write_bytes, load_model
+from waveopt.graph import atomic_write_bytes
 from waveopt.mel_files import load_mels
 from waveopt.model_info import WaveRNNInfo, wavernn_info
 from waveopt.plots import plot_vocoding
 from waveopt.progress import enabled as progress_enabled
 from waveopt.progress import stage
-from waveopt.runtime import session
+from waveopt.runtime import run, session
+from waveopt.validate import load_valid_model, processing_invalid
 
 __all__ = ["vocode_command", "vocode_file", "VocodeResult", "write_wav", "generate"]
 
@@ -50,6 +51,7 @@ def vocode_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
+    allow_invalid: bool = allow_invalid_option(),
 ):
     """Generate a waveform from a mel spectrogram with one ORT call."""
     refuse_overwrite(output, [model, mels], force)
@@ -57,7 +59,8 @@ def vocode_command(
         require_plotting()
         refuse_overwrite(plot, [model, mels, output], force)
     with progress_for(quiet, as_json):
-        result = vocode_file(model, mels, output, seed=seed, threads=threads, plot=plot)
+        result = vocode_file(model, mels, output, seed=seed, threads=threads, plot=plot,
+                             allow_invalid=allow_invalid)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -74,27 +77,13 @@ PROGRESS_AFTER_SECONDS = 3.0
 
 
 def generate(sess, info: WaveRNNInfo, mels: np.ndarray, seed: int = 0, progress=None) -> np.ndarray:
-    """Run the whole generation once; ``progress(done_fraction)`` is called while it runs."""
+    """Run the whole generation once; ``progress()`` is called every 0.2 s while it runs.
+
+    The call can be interrupted (SIGINT/SIGTERM stop ORT cleanly, see :func:`waveopt.runtime.run`).
+    """
     steps, sequences = info.loop_shape(mels.shape[2], mels.shape[0])
     feed = {"mels": mels, "noise": uniform_noise(steps, sequences, seed)}
-    if progress is None:
-        return sess.run(["wave"], feed)[0]
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(wave=_run_catching(sess, feed)))
-    worker.start()
-    while worker.is_alive():
-        progress()
-        worker.join(0.2)
-    if isinstance(result["wave"], BaseException):
-        raise result["wave"]
-    return result["wave"]
-
-
-def _run_catching(sess, feed):
-    try:
-        return sess.run(["wave"], feed)[0]
-    except BaseException as exc:  # re-raised in the caller's thread
-        return exc
+    return run(sess, ["wave"], feed, while_waiting=progress)[0]
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
@@ -138,9 +127,18 @@ class VocodeResult:
 
 
 def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, threads: int = 1,
-                plot: Path | None = None) -> VocodeResult:
-    """Vocode the mels of ``mels_path`` (a mel .npy, or an audio file to resynthesize) into ``output``."""
-    model = load_model(model_path)
+                plot: Path | None = None, allow_invalid: bool = False) -> VocodeResult:
+    """Vocode the mels of ``mels_path`` (a mel .npy, or an audio file to resynthesize) into ``output``.
+
+    The model is validated first (:mod:`waveopt.validate`) unless ``allow_invalid``.
+    """
+    model = load_valid_model(model_path, allow_invalid)
+    with processing_invalid(model, allow_invalid):
+        return _vocode(model, model_path, mels_path, output, seed, threads, plot)
+
+
+def _vocode(model, model_path: Path, mels_path: Path, output: Path, seed: int, threads: int,
+            plot: Path | None) -> VocodeResult:
     info = wavernn_info(model)
     if info is None:
         raise WaveoptError(f"{model_path} is not a WaveRNN written by waveopt (no waveopt WaveRNN metadata); "
@@ -166,6 +164,14 @@ def vocode_file(model_path: Path, mels_path: Path, output: Path, seed: int = 0, 
     start = time.perf_counter()
     audio = _generate_with_progress(sess, info, mels, seed)
     seconds = time.perf_counter() - start
+    expected = [1, info.wave_length(mels.shape[2])]
+    if list(audio.shape) != expected:
+        raise WaveoptError(f"{model_path} produced a wave of shape {list(audio.shape)} for these mels, expected "
+                           f"{expected}; nothing written")
+    bad = int(np.count_nonzero(~np.isfinite(audio)))
+    if bad:
+        raise WaveoptError(f"{model_path} produced {bad} NaN or infinite sample(s) of {audio.size}; "
+                           "nothing written (are its weights finite?)")
     write_wav(output, audio[0], info.sample_rate)
     if plot is not None:
         with stage(f"drawing {plot}"):

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from waveopt.check import NOISE_INPUT_KEY
 from waveopt.errors import WaveoptError
 from waveopt.model_info import example_inputs, wavernn_info
+from waveopt.validate import check_noise
 
 __all__ = ["profile_inputs", "parse_dims", "load_npz_inputs"]
 
@@ -31,6 +33,9 @@ def profile_inputs(model: onnx.ModelProto, frames: int, dims: dict[str, int], gi
         feed = example_inputs(model, frames=frames, batch=batch, seed=seed)
         return feed, f"demo mels {list(feed['mels'].shape)} and seeded noise"
     feed = load_npz_inputs(given, names) if given is not None else {}
+    noise = {p.key: p.value for p in model.metadata_props}.get(NOISE_INPUT_KEY)
+    if noise in feed:
+        check_noise(feed[noise], f"{given}")
     unused = sorted(set(dims) - _symbolic_dims(model))
     if unused:
         raise WaveoptError(f"--dim {unused[0]}: the model's inputs have no dimension of that name "

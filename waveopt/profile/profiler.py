@@ -39,8 +39,8 @@ import onnxruntime as ort
 
 from .bandwidth import MachineLimits, probe_limits
 from waveopt.errors import WaveoptError
-from waveopt.graph import load_model
 from waveopt.model_info import wavernn_info
+from waveopt.validate import load_valid_model
 from .attribution import (LOOP_GLUE, LOOP_OVERHEAD, STEP_GLUE, UNATTRIBUTED, attribute, map_optimized,
                                   module_rank)
 from waveopt.costs import module_costs
@@ -173,17 +173,18 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
                   dims: dict[str, int] | None = None, inputs: Path | None = None, calibrate: bool = True,
                   batch: int = 1, trace=None, trace_pid: int = 1,
                   configure: Callable[[ort.SessionOptions], None] | None = None,
-                  stage_timers: StageTimers | None = None) -> Profile:
+                  stage_timers: StageTimers | None = None, allow_invalid: bool = False) -> Profile:
     """Profile the model at ``path``; ``trace`` (a ``profile_trace.TraceWriter``) gets its events.
 
     ``configure`` and ``stage_timers``: the extension point for a fused op's own timers, see
     ``profile_session.run_profiled``; what ``stage_timers`` measured is merged with
-    :func:`merge_stage_timers`.
+    :func:`merge_stage_timers`. The model is validated first (:mod:`waveopt.validate`) unless
+    ``allow_invalid``.
     """
     for name, value, least in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
         if value < least:
             raise WaveoptError(f"--{name} must be at least {least}")
-    model = load_model(path)
+    model = load_valid_model(path, allow_invalid)
     info = wavernn_info(model)
     feed, source = profile_inputs(model, frames, dims or {}, inputs, batch=batch)
     named = with_unique_node_names(model)
@@ -282,10 +283,10 @@ def merge_stage_timers(profile: Profile, node: str, stages: Mapping[str, float])
         raise WaveoptError(f"no profiled node named {node!r} to merge stage timers into")
     from_row = profile.row(source.module)
     scale = 1e6 / (profile.runs * profile.samples_per_run if profile.unit == "sample" else profile.runs)
-    for stage, seconds in stages.items():
+    for stage_name, seconds in stages.items():
         us = seconds * scale
-        profile.stages.setdefault(node, {})[stage] = profile.stages.get(node, {}).get(stage, 0.0) + us
-        row = profile.row(stage)
+        profile.stages.setdefault(node, {})[stage_name] = profile.stages.get(node, {}).get(stage_name, 0.0) + us
+        row = profile.row(stage_name)
         row.profiled_us += us
         from_row.profiled_us -= us
         if row.est_us is not None and from_row.est_us is not None:
