@@ -85,9 +85,12 @@ def test_other_rates_are_resampled(rate, tmp_path):
 
 
 def test_analysis_follows_the_model_metadata():
-    hparams = {"feat_dims": 40, "upsample_factors": [4, 8], "sample_rate": 16000}
+    hparams = {"mode": "raw", "bits": 9, "rnn_dims": 32, "fc_dims": 32, "feat_dims": 40, "compute_dims": 16,
+               "res_out_dims": 16, "res_blocks": 1, "pad": 1, "upsample_factors": [4, 8], "sample_rate": 16000,
+               "mu_law": True}
     model = helper.make_model(helper.make_graph([], "g", [], []))
-    helper.set_model_props(model, {"waveopt.kind": "wavernn", "waveopt.hparams": json.dumps(hparams)})
+    helper.set_model_props(model, {"waveopt.kind": "wavernn", "waveopt.mode": "raw", "waveopt.form": "free_running",
+                                   "waveopt.hparams": json.dumps(hparams)})
     analysis = MelAnalysis.for_model(model)
     assert (analysis.sample_rate, analysis.hop_length, analysis.n_mels) == (16000, 32, 40)
     assert (analysis.n_fft, analysis.win_length, analysis.fmin) == (2048, 1100, 40.0)

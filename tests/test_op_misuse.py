@@ -5,9 +5,8 @@ dimensions, non-finite weights and inputs, and noise outside (0, 1), each in a s
 its own, on every ISA path this CPU has (WAVEOPT_ISA=scalar, avx2, ...: one fresh process
 per ISA runs every case and reports it before and after, so a crash names its case).
 
-Cases whose message is misleading today ("out of memory" for non-finite quantized weights)
-or that are accepted silently (noise outside (0, 1)) are expected failures until the op
-library says what is wrong.
+Non-finite weights of a quantized op and noise outside (0, 1) must be refused with an error
+that names the problem (not "out of memory", not silently accepted).
 """
 
 from __future__ import annotations
@@ -145,8 +144,6 @@ def _nan_at_0(a):
 
 QUANT = {"quant": "int8", "act_ranges": [4.0, 4.0]}
 QUANT16 = {"quant": "int16", "act_ranges": [4.0, 4.0]}
-MISLEADING = "the op says 'out of memory' (issue 15; the op library's fix is on another branch)"
-SILENT_NOISE = "noise outside (0, 1) is accepted silently (issue 15; the op library's fix is on another branch)"
 
 # name -> (build, expected): expected is "ok", "ok-empty", "ok-nonfinite" or a regex the error must match.
 CASES = {
@@ -190,13 +187,13 @@ CASES = {
     # non-finite weights and inputs: float32 propagates them; quantized weights must be refused by name
     "loop_nan_weight_fp32": (lambda: loop_case(edit=_weight("W_fc3", _nan_at_0)), "ok"),
     "loop_nan_weight_int8": (lambda: loop_case(attrs=QUANT, edit=_weight("W_hh1", _nan_at_0)),
-                             pytest.param(r"(?i)finite|nan", marks=pytest.mark.xfail(strict=False, reason=MISLEADING))),
+                             r"(?i)finite|nan"),
     "loop_inf_weight_int16": (lambda: loop_case(attrs=QUANT16, edit=_weight("W_fc2", lambda a: a * np.inf)),
-                              pytest.param(r"(?i)finite|inf", marks=pytest.mark.xfail(strict=False, reason=MISLEADING))),
+                              r"(?i)finite|inf"),
     "loop_nan_input": (lambda: loop_case(edit=_set("gi1", _nan_at_0)), "ok"),
     # noise outside (0, 1)
     **{f"loop_noise_{label}": (lambda v=value: loop_case(edit=_set("noise", lambda a: np.full_like(a, v))),
-                               pytest.param(r"(?i)noise", marks=pytest.mark.xfail(strict=False, reason=SILENT_NOISE)))
+                               r"(?i)noise")
        for label, value in (("nan", np.nan), ("negative", -0.5), ("two", 2.0), ("zero", 0.0), ("one", 1.0))},
     # FusedDense: what works
     "dense_relu": (lambda: dense_case(), "ok"),
@@ -219,7 +216,7 @@ CASES = {
     "dense_no_outputs_int8": (lambda: dense_case(n=0, attrs={"quant": "int8"}), "ok-empty"),
     "dense_nan_weight_fp32": (lambda: dense_case(w=_nan_at_0(np.ones((10, 5), np.float32))), "ok"),
     "dense_nan_weight_int8": (lambda: dense_case(attrs={"quant": "int8"}, w=_nan_at_0(np.ones((10, 5), np.float32))),
-                              pytest.param(r"(?i)finite|nan", marks=pytest.mark.xfail(strict=False, reason=MISLEADING))),
+                              r"(?i)finite|nan"),
     "dense_nan_input": (lambda: dense_case(feeds={"x0": _nan_at_0(np.ones((3, 6), np.float32)),
                                                   "x1": np.ones((3, 4), np.float32)}), "ok"),
 }
