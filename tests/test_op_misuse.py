@@ -16,11 +16,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from test_native_op import available_isas  # tests/ is on sys.path
 
 from waveopt import ops
 from waveopt.models.native_reference import STEP_INPUT_NAMES, WEIGHT_NAMES, loop_model
@@ -54,23 +55,7 @@ for path in sorted(folder.glob("*.onnx")):
 """
 
 
-def cpu_isas() -> list[str]:
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    isas = ["scalar"]
-    if {"avx2", "fma"} <= flags:
-        isas.append("avx2")
-    if {"avx512f", "avx512bw", "avx512vl", "fma"} <= flags:
-        isas.append("avx512")
-        if "avx512_vnni" in flags:
-            isas.append("avx512vnni")
-    return isas
-
-
-ISAS = cpu_isas()
+ISAS = available_isas()  # every ISA path this CPU can run (test_native_op decides)
 
 
 # --- the models -------------------------------------------------------------------------------
