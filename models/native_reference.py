@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from waveopt.models.wavernn import fold_with_overlap
 from waveopt.ops import DOMAIN
 
-__all__ = ["hoisted_inputs", "loop_weights", "loop_model", "WEIGHT_NAMES", "STEP_INPUT_NAMES"]
+__all__ = ["hoisted_inputs", "loop_weights", "loop_model", "NOISE_COLUMNS", "WEIGHT_NAMES", "STEP_INPUT_NAMES"]
 
 STEP_INPUT_NAMES = ["gi1", "gi2", "f1", "f2"]
 WEIGHT_NAMES = ["u1", "u2", "u3", "W_hh1", "b_hh1", "W_x2", "W_hh2", "b_hh2", "W_fc1", "W_fc2", "W_fc3", "b_fc3"]
@@ -93,13 +93,16 @@ def hoisted_inputs(model, mels, *, noise=None, prev_samples=None, fold: tuple[in
     return out
 
 
-def loop_model(weights: dict[str, np.ndarray], mode: str, teacher_forced: bool = False,
-               constant_weights: bool = True):
-    """A one-node ONNX model running ``WaveRNNLoop``.
+NOISE_COLUMNS = {"inverse_cdf": 2, "gumbel_max": 11, "argmax": 0}  # the op's noise [T, B, C] per sampler
 
-    Graph inputs: gi1, gi2, f1, f2 and noise (or prev_samples) with dynamic T and B; the
-    weights (``loop_weights``) are initializers, or graph inputs with ``constant_weights=False``.
-    Output: samples [T, B] (or logits [T, B, N]).
+
+def loop_model(weights: dict[str, np.ndarray], mode: str, teacher_forced: bool = False,
+               constant_weights: bool = True, sampler: str = "inverse_cdf"):
+    """A one-node ONNX model running ``WaveRNNLoop`` with ``sampler`` (the op's attribute).
+
+    Graph inputs: gi1, gi2, f1, f2 and noise [T, B, NOISE_COLUMNS[sampler]] (or prev_samples
+    [T, B]) with dynamic T and B; the weights (``loop_weights``) are initializers, or graph
+    inputs with ``constant_weights=False``. Output: samples [T, B] (or logits [T, B, N]).
     """
     three_h = weights["W_hh1"].shape[0]
     fc, classes = weights["W_fc1"].shape[0], weights["W_fc3"].shape[0]
@@ -109,7 +112,8 @@ def loop_model(weights: dict[str, np.ndarray], mode: str, teacher_forced: bool =
         helper.make_tensor_value_info("gi2", TensorProto.FLOAT, ["T", "B", three_h]),
         helper.make_tensor_value_info("f1", TensorProto.FLOAT, ["T", "B", fc]),
         helper.make_tensor_value_info("f2", TensorProto.FLOAT, ["T", "B", fc]),
-        helper.make_tensor_value_info(driver, TensorProto.FLOAT, ["T", "B"] + ([] if teacher_forced else [2])),
+        helper.make_tensor_value_info(driver, TensorProto.FLOAT,
+                                      ["T", "B"] + ([] if teacher_forced else [NOISE_COLUMNS[sampler]])),
     ]
     initializers = [numpy_helper.from_array(np.asarray(weights[n], dtype=np.float32), n) for n in WEIGHT_NAMES]
     if not constant_weights:
@@ -117,7 +121,8 @@ def loop_model(weights: dict[str, np.ndarray], mode: str, teacher_forced: bool =
         initializers = []
     output = "logits" if teacher_forced else "samples"
     node = helper.make_node("WaveRNNLoop", STEP_INPUT_NAMES + WEIGHT_NAMES + [driver], [output], domain=DOMAIN,
-                            mode=mode, teacher_forced=int(teacher_forced))
+                            mode=mode, teacher_forced=int(teacher_forced),
+                            **({} if sampler == "inverse_cdf" else {"sampler": sampler}))
     out_shape = ["T", "B", classes] if teacher_forced else ["T", "B"]
     graph = helper.make_graph([node], "wavernn_loop", inputs,
                               [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],

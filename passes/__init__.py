@@ -9,7 +9,7 @@ from __future__ import annotations
 from waveopt.errors import WaveoptError
 from waveopt.passes._analysis.errors import NotRecognised
 from waveopt.passes._analysis.recurrence import match_wavernn_loop
-from waveopt.passes._analysis.sampler import reference_sample
+from waveopt.passes._analysis.sampler import argmax_sample, gumbel_sample, reference_sample
 from waveopt.passes._quant_ops import ort_loop_body_op_types
 from waveopt.passes.base import WaveoptPass
 from waveopt.passes.fold_linear import FoldLinearPass
@@ -41,6 +41,8 @@ __all__ = [
     "match_wavernn_loop",
     "ort_loop_body_op_types",
     "reference_sample",
+    "argmax_sample",
+    "gumbel_sample",
     "register",
 ]
 

@@ -19,12 +19,13 @@ matrices are the linear forms' matrices (products folded in float64), so the res
 the same computation up to fp32 summation order. Outside WaveRNN loops,
 ``Relu?(Concat(x1, ..., xn) · W + b)`` with a constant W becomes ``FusedDense``.
 
-The sampler may read its uniform(s) at any columns of a per-step noise [T, B] or
-[T, B, k]; the op's [T, B, 2] noise is gathered from it outside the loop, and the summary
-names the sampler found. Not applicable — the model is left as it is, and the summary
-says why — when a Loop is not the recurrence (another cell, a sampler the op does not
-have such as Gumbel-max MOL or argmax, final states used outside) or there is nothing of
-either pattern. A Loop that stays keeps its standard ops (no FusedDense inside it).
+The sampler — RAW or MOL by inverse CDF, MOL by Gumbel-max (fatchord's, coqui's) or RAW
+argmax, the op's ``sampler`` attribute — may read its uniform(s) at any columns of a
+per-step noise [T, B] or [T, B, k]; the op's noise is gathered from it outside the loop in
+the op's column order, and the summary names the sampler found. Not applicable — the
+model is left as it is, and the summary says why — when a Loop is not the recurrence
+(another cell, another sampler, final states used outside) or there is nothing of either
+pattern. A Loop that stays keeps its standard ops (no FusedDense inside it).
 """
 
 from __future__ import annotations
@@ -167,9 +168,12 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
         if rec.driver is not None:
             value = _time_major(b, rec.driver[0], rec.driver[1], trip_1d)
             return value if rec.sampler is None else _op_noise(b, value, rec.sampler)
-        # Teacher-forced with the previous sample already folded into the per-step
-        # tensors: u1..u3 are zero, so the op's s may be anything; give it zeros [T, B].
+        # Argmax reads no noise: the op's noise is [T, B, 0]. Teacher-forced with the
+        # previous sample already folded into the per-step tensors: u1..u3 are zero, so
+        # the op's s may be anything; give it zeros [T, B].
         shape = b.node("Shape", [time_rows()], "loop", start=0, end=2)[0]
+        if rec.sampler is not None:
+            shape = b.node("Concat", [shape, b.const(np.array([0]), "no_columns", np.int64)], "loop", axis=0)[0]
         return b.node("ConstantOfShape", [shape], "loop", value=ir.tensor([0.0], dtype=ir.DataType.FLOAT))[0]
 
     hidden = rec.hidden
@@ -196,8 +200,9 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
         b.const(f["logits"].const, "b_fc3"),
         driver(),
     ]
+    sampler = {"sampler": rec.sampler.kind} if rec.sampler is not None and rec.sampler.kind != "inverse_cdf" else {}
     (out,) = b.node("WaveRNNLoop", inputs, "loop", domain=DOMAIN,
-                    mode=rec.mode, teacher_forced=int(rec.teacher_forced))
+                    mode=rec.mode, teacher_forced=int(rec.teacher_forced), **sampler)
     old = rec.loop.outputs[rec.output_index]
     out.type = ir.TensorType(ir.DataType.FLOAT)
     out.shape = old.shape
@@ -224,9 +229,10 @@ def _is_identity(matrix: np.ndarray) -> bool:
 
 
 def _op_noise(b: _Builder, noise: ir.Value, sampler: SamplerMatch) -> ir.Value:
-    """The op's noise [T, B, 2] (its two uniforms) from the loop's noise [T, B] or [T, B, k]."""
-    if sampler.width == 2 and sampler.columns in ((0, 1), (0, 0)):  # RAW reads column 0 only
-        return noise
+    """The op's noise [T, B, C] (its uniforms, in its order) from the loop's noise [T, B] or
+    [T, B, k]."""
+    if sampler.columns == tuple(range(sampler.width)) or (sampler.width == 2 and sampler.columns == (0, 0)):
+        return noise  # already in the op's order (RAW reads column 0 only)
     if sampler.width == 0:
         noise = b.node("Unsqueeze", [noise, b.const(np.array([2]), "axis2", np.int64)], "loop")[0]
     columns = b.const(np.array(sampler.columns), "noise_columns", np.int64)

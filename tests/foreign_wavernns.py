@@ -229,14 +229,16 @@ def _run(vocoder: Vocoder, mels, prev=None, noise=None, sampler="icdf", index=0)
         if prev is not None:
             out.append(logits)
             continue
-        u = torch.from_numpy(noise[t])
-        sample = _sample(vocoder, logits, u if u.dim() == 2 else u.unsqueeze(1), sampler, index)
+        u = torch.from_numpy(noise[t]) if noise is not None else None  # None: argmax
+        sample = _sample(vocoder, logits, u if u is None or u.dim() == 2 else u.unsqueeze(1), sampler, index)
         out.append(sample)
         x = sample.unsqueeze(1)
     return torch.stack(out).numpy()
 
 
 def _sample(vocoder, logits, u, sampler, index):
+    if vocoder.mode == "raw" and sampler == "argmax":
+        return 2.0 * torch.argmax(logits, dim=1).float() / (vocoder.classes - 1.0) - 1.0
     if vocoder.mode == "raw":
         cdf = torch.cumsum(torch.softmax(logits, dim=1), dim=1)
         c = (cdf < u[:, index:index + 1]).sum(dim=1).clamp(max=vocoder.classes - 1)
@@ -262,5 +264,5 @@ def reference_logits(vocoder: Vocoder, mels: np.ndarray, prev: np.ndarray) -> np
 
 def reference_samples(vocoder: Vocoder, mels: np.ndarray, noise: np.ndarray, sampler: str = "icdf",
                       index: int = 0) -> np.ndarray:
-    """Free-running samples [T, B] from noise [T, B(, k)]."""
+    """Free-running samples [T, B] from noise [T, B(, k)] (None for ``sampler="argmax"``)."""
     return _run(vocoder, mels, noise=noise, sampler=sampler, index=index)

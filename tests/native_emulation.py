@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from waveopt.graph import prune_graph
+from waveopt.passes import argmax_sample, gumbel_sample, reference_sample
 from waveopt.runtime import session
 
 MOL_MIXTURES = 10
@@ -18,8 +19,9 @@ def _sigmoid(x):
 
 
 def wavernn_loop(gi1, gi2, f1, f2, u1, u2, u3, w_hh1, b_hh1, w_x2, w_hh2, b_hh2, w_fc1, w_fc2, w_fc3,
-                 b_fc3, driver, mode: str, teacher_forced: bool, peaks: dict | None = None):
-    """The WaveRNNLoop op in float64 numpy: samples [T, B] or logits [T, B, N].
+                 b_fc3, driver, mode: str, teacher_forced: bool, peaks: dict | None = None,
+                 sampler: str = "inverse_cdf"):
+    """The WaveRNNLoop op in float64 numpy (the sampler in float32): samples [T, B] or logits [T, B, N].
     ``peaks``, if given, receives the largest relu(fc1) and relu(fc2) values ("fc1", "fc2")."""
     steps, batch, three_h = gi1.shape
     hidden = three_h // 3
@@ -49,9 +51,14 @@ def wavernn_loop(gi1, gi2, f1, f2, u1, u2, u3, w_hh1, b_hh1, w_x2, w_hh2, b_hh2,
         if teacher_forced:
             out.append(logits)
             continue
-        from waveopt.passes import reference_sample
-
-        sample = reference_sample(logits.astype(np.float32), driver[t], mode).astype(np.float64)
+        logits = logits.astype(np.float32)
+        if sampler == "argmax":
+            sample = argmax_sample(logits)
+        elif sampler == "gumbel_max":
+            sample = gumbel_sample(logits, driver[t])
+        else:
+            sample = reference_sample(logits, driver[t], mode)
+        sample = sample.astype(np.float64)
         out.append(sample)
         s = sample[:, None]
     return np.stack(out).astype(np.float32)
@@ -98,9 +105,10 @@ def run_lowered(model: onnx.ModelProto, feed: dict) -> dict:
     """Outputs of a lowered model: ORT up to the WaveRNNLoop node, numpy for the node itself."""
     op, args = _op_inputs(model, feed)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in op.attribute}
-    mode = attrs["mode"].decode() if isinstance(attrs["mode"], bytes) else attrs["mode"]
+    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
     result = wavernn_loop(*[np.asarray(a, np.float64) if i < 16 else a for i, a in enumerate(args)],
-                          mode=mode, teacher_forced=bool(attrs["teacher_forced"]))
+                          mode=text["mode"], teacher_forced=bool(attrs["teacher_forced"]),
+                          sampler=text.get("sampler", "inverse_cdf"))
     # The rest of the graph (post-processing) runs in ORT with the op's output as an input.
     rest = onnx.ModelProto()
     rest.CopyFrom(model)

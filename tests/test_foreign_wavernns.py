@@ -9,6 +9,7 @@ MACs counted from the architecture, and the unoptimized graph in ORT.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from foreign_wavernns import (
     export_conditioning, export_step, make_vocoder, reference_logits, reference_samples, step_macs, step_noise,
@@ -127,14 +128,50 @@ def test_raw_icdf_at_any_noise_column_lowers(width, index, foreign):
     _assert_same_or_near_tie(got, expected, vocoder, mels, noise, index)
 
 
-@pytest.mark.parametrize("sampler, mode, named", [("mol-gumbel", "mol", "Gumbel-max"),
-                                                  ("raw-argmax", "raw", "argmax")])
-def test_a_sampler_the_op_lacks_keeps_the_portable_loop(sampler, mode, named, foreign):
+@pytest.mark.parametrize("sampler, mode, named, attribute", [
+    ("mol-gumbel", "mol", "MOL Gumbel-max (components at noise[t, b, 0:10], logistic at column 10)", "gumbel_max"),
+    ("raw-argmax", "raw", "RAW argmax", "argmax"),
+])
+def test_gumbel_max_and_argmax_samplers_lower_to_the_op(sampler, mode, named, attribute, foreign):
     vocoder, step, cond = foreign("coqui", mode, "torchscript")
     model = from_step(step, cond, sampler, conditioning_layout=vocoder.layout)
     native = waveopt.optimize(model, preset="native")
     summary = next(r.summary for r in native.reports if r.name == "lower_native")
-    assert named in summary
+    assert named in summary, summary
+    ops = [n for n in native.model.graph.node if n.op_type == "WaveRNNLoop"]
+    assert len(ops) == 1 and "Loop" not in _all_ops(native.model)
+    assert {a.name: a.s.decode() for a in ops[0].attribute if a.name == "sampler"} == {"sampler": attribute}
+    mels, steps = _feed(vocoder, frames=3, seed=7)
+    feed = {"mels": mels}
+    if sampler == "mol-gumbel":
+        feed["noise"] = step_noise(steps, 2, 11, seed=8)
+    expected = reference_samples(vocoder, mels, feed.get("noise"), sampler=attribute.split("_")[0])
+    unoptimized = session(model).run(["samples"], feed)[0]
+    # Gumbel-max and argmax have no CDF boundaries to tie at: the same samples.
+    assert np.abs(unoptimized - expected).max() <= 1e-4
+    assert np.abs(run_lowered(native.model, feed)["samples"] - expected).max() <= 1e-4
+    if waveopt.ops.built():
+        assert np.abs(session(native.model).run(["samples"], feed)[0] - expected).max() <= 1e-4
+
+
+def _break_sampler(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The Loop's sampler made into one no reference has: ``cdf < u`` -> ``cdf < 2`` (always
+    the last class or component)."""
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    body = next(n for n in broken.graph.node if n.op_type == "Loop").attribute[0].g
+    less = next(n for n in body.node if n.op_type == "Less")
+    broken.graph.initializer.append(onnx.helper.make_tensor("two_for_test", onnx.TensorProto.FLOAT, [], [2.0]))
+    less.input[1] = "two_for_test"
+    return broken
+
+
+def test_a_sampler_the_op_lacks_keeps_the_portable_loop(foreign):
+    vocoder, step, cond = foreign("coqui", "mol", "torchscript")
+    model = _break_sampler(from_step(step, cond, "mol-icdf", conditioning_layout=vocoder.layout))
+    native = waveopt.optimize(model, preset="native")
+    summary = next(r.summary for r in native.reports if r.name == "lower_native")
+    assert "not one of WaveRNN's MOL samplers" in summary, summary
     body_ops = _all_ops(native.model)
     assert "Loop" in body_ops and "WaveRNNLoop" not in body_ops and "GRU" not in body_ops
     loop = next(n for n in native.model.graph.node if n.op_type == "Loop")
@@ -143,13 +180,5 @@ def test_a_sampler_the_op_lacks_keeps_the_portable_loop(sampler, mode, named, fo
     assert graph_stats(native.model).macs_per_step <= graph_stats(portable.model).macs_per_step
     assert graph_stats(native.model).macs_per_step <= 0.78 * step_macs(vocoder)
     mels, steps = _feed(vocoder, frames=3, seed=7)
-    feed = {"mels": mels}
-    if sampler == "mol-gumbel":
-        feed["noise"] = step_noise(steps, 2, 11, seed=8)
-        expected = reference_samples(vocoder, mels, feed["noise"], sampler="gumbel")
-    else:
-        expected = None
-    unoptimized = session(model).run(["samples"], feed)[0]
-    if expected is not None:
-        assert np.abs(unoptimized - expected).max() <= 1e-4  # Gumbel-max: no CDF boundaries to tie at
+    feed = {"mels": mels, "noise": step_noise(steps, 2, 2, seed=8)}
     assert waveopt.compare_models(model, native.model, feed).ok

@@ -8,13 +8,16 @@
 //    4 u1 [3H], 5 u2 [3H], 6 u3 [F]   multiplied by s_t and added to gi1, gi2, f1
 //    7 W_hh1 [3H, H], 8 b_hh1 [3H], 9 W_x2 [3H, H], 10 W_hh2 [3H, H], 11 b_hh2 [3H]
 //   12 W_fc1 [F, H], 13 W_fc2 [F, F], 14 W_fc3 [N, F], 15 b_fc3 [N]
-//   16 noise [T, B, 2] (teacher_forced=0) or prev_samples [T, B] (teacher_forced=1);
-//      noise values must lie in the open interval (0, 1) (the sampler takes the inverse CDF at
-//      u and MOL's logistic log(u) - log(1 - u)): any other value (0, 1, negative, > 1, NaN)
-//      is refused with an error naming the first one, not clamped (a caller with such noise
-//      has a bug that clamping would hide)
+//   16 noise [T, B, C] (teacher_forced=0) or prev_samples [T, B] (teacher_forced=1), with
+//      C = 2 for sampler "inverse_cdf", 11 for "gumbel_max", 0 for "argmax" (wavernn_loop.h);
+//      noise values must lie in the open interval (0, 1) (the samplers take the inverse CDF
+//      at u, log(-log(u)) and the logistic log(u) - log(1 - u)): any other value (0, 1,
+//      negative, > 1, NaN) is refused with an error naming the first one, not clamped (a
+//      caller with such noise has a bug that clamping would hide)
 //   17 x0 [B] (optional, free-running only): s_0; 0 when absent
 // Attributes: mode "raw" | "mol" (N = 30), teacher_forced 0 | 1,
+//   sampler "inverse_cdf" (default, RAW and MOL) | "argmax" (RAW) | "gumbel_max" (MOL): how a
+//     free-running step samples (Sampler in wavernn_loop.h); teacher-forced runs ignore it,
 //   quant "none" (default) | "int8" | "int16": integer matrix products (kernels.h; weights
 //     quantized per row when packed, inputs every step, see LoopQuant in wavernn_loop.h),
 //   act_ranges [2] floats (with quant): the largest relu(fc1) and relu(fc2) values to keep,
@@ -65,7 +68,7 @@ const char* const kInputNames[kInputs] = {"gi1",   "gi2",   "f1",    "f2",    "u
                                           "W_fc1", "W_fc2", "W_fc3", "b_fc3", "noise", "x0"};
 
 struct LoopKernel {
-  SampleMode mode = SampleMode::kRaw;
+  Sampling sampling;
   bool teacher = false;
   const WaveoptKernels* kernels = nullptr;
   // Packed at creation when every weight is a constant initializer.
@@ -186,14 +189,14 @@ OrtStatus* weight_dims(const TensorView* t, LoopDims* d, SampleMode mode, bool t
   return nullptr;
 }
 
-// noise [T, B, 2] must be in (0, 1): NaN fails both comparisons.
-OrtStatus* check_noise(const float* noise, int64_t T, int64_t B) {
-  for (int64_t i = 0; i < T * B * 2; ++i)
+// noise [T, B, C] must be in (0, 1): NaN fails both comparisons.
+OrtStatus* check_noise(const float* noise, int64_t T, int64_t B, int64_t C) {
+  for (int64_t i = 0; i < T * B * C; ++i)
     if (!(noise[i] > 0.0f && noise[i] < 1.0f)) {
       char value[32];
       std::snprintf(value, sizeof value, "%g", static_cast<double>(noise[i]));
-      return make_error("WaveRNNLoop: noise[" + std::to_string(i / (2 * B)) + ", " + std::to_string(i / 2 % B) + ", " +
-                        std::to_string(i % 2) + "] = " + value +
+      return make_error("WaveRNNLoop: noise[" + std::to_string(i / (C * B)) + ", " + std::to_string(i / C % B) + ", " +
+                        std::to_string(i % C) + "] = " + value +
                         " is outside (0, 1); the sampler's noise must be uniform in the open interval (0, 1)");
     }
   return nullptr;
@@ -214,11 +217,22 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*, cons
   k->kernels = dispatch_info.kernels;
   const std::string mode = attribute_string(info, "mode", "raw");
   if (mode == "raw") {
-    k->mode = SampleMode::kRaw;
+    k->sampling.mode = SampleMode::kRaw;
   } else if (mode == "mol") {
-    k->mode = SampleMode::kMol;
+    k->sampling.mode = SampleMode::kMol;
   } else {
     return make_error("WaveRNNLoop: attribute mode must be 'raw' or 'mol', got '" + mode + "'");
+  }
+  const std::string sampler = attribute_string(info, "sampler", "inverse_cdf");
+  if (sampler == "inverse_cdf") {
+    k->sampling.sampler = Sampler::kInverseCdf;
+  } else if (sampler == "argmax" && mode == "raw") {
+    k->sampling.sampler = Sampler::kArgmax;
+  } else if (sampler == "gumbel_max" && mode == "mol") {
+    k->sampling.sampler = Sampler::kGumbelMax;
+  } else {
+    return make_error("WaveRNNLoop: attribute sampler must be 'inverse_cdf', 'argmax' (mode 'raw') or "
+                      "'gumbel_max' (mode 'mol'), got '" + sampler + "' with mode '" + mode + "'");
   }
   const int64_t teacher = attribute_int(info, "teacher_forced", 0);
   if (teacher != 0 && teacher != 1)
@@ -260,7 +274,7 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*, cons
   }
   if (all_constant) {
     LoopDims d;
-    OrtStatus* status = weight_dims(t, &d, k->mode, k->teacher);
+    OrtStatus* status = weight_dims(t, &d, k->sampling.mode, k->teacher);
     if (status) {
       g_api->ReleaseStatus(status);
     } else {
@@ -290,7 +304,7 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
       return make_error("WaveRNNLoop: input " + std::to_string(i) + " (" + input_name(i, k.teacher) + ") is missing");
   }
   LoopDims d;
-  WAVEOPT_RETURN_IF_ERROR(weight_dims(t, &d, k.mode, k.teacher));
+  WAVEOPT_RETURN_IF_ERROR(weight_dims(t, &d, k.sampling.mode, k.teacher));
   const int64_t H = d.hidden, F = d.fc, N = d.classes;
   if (t[0].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || t[0].shape.size() != 3)
     return make_error("WaveRNNLoop: gi1 must be float32 [T, B, 3H], got " + shape_string(t[0].shape));
@@ -308,8 +322,9 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
     WAVEOPT_RETURN_IF_ERROR(expect_shape(t[16], 16, k.teacher, {T, B}));
     if (t[17].value) return make_error("WaveRNNLoop: x0 is for free-running loops; teacher-forced reads prev_samples");
   } else {
-    WAVEOPT_RETURN_IF_ERROR(expect_shape(t[16], 16, k.teacher, {T, B, 2}));
-    WAVEOPT_RETURN_IF_ERROR(check_noise(t[16].data, T, B));
+    const int64_t C = noise_columns(k.sampling.sampler);
+    WAVEOPT_RETURN_IF_ERROR(expect_shape(t[16], 16, k.teacher, {T, B, C}));
+    WAVEOPT_RETURN_IF_ERROR(check_noise(t[16].data, T, B, C));
     if (t[17].value) WAVEOPT_RETURN_IF_ERROR(expect_shape(t[17], 17, k.teacher, {B}));
   }
 
@@ -345,7 +360,7 @@ OrtStatus* ORT_API_CALL compute(void* kernel_ptr, OrtKernelContext* context) {
   LoopStageTimes times;
   LoopActivationStats stats;
   const bool with_stats = !k.stats_path.empty();
-  const std::string error = run_wavernn_loop(k.kernels, d, *weights, in, k.mode, static_cast<float*>(out_data),
+  const std::string error = run_wavernn_loop(k.kernels, d, *weights, in, k.sampling, static_cast<float*>(out_data),
                                              timed ? &times : nullptr, with_stats ? &stats : nullptr, k.team.get());
   if (!error.empty()) return make_error(error, ORT_FAIL);
   if (timed) write_stage_times(k, d, times);

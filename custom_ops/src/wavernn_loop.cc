@@ -32,9 +32,34 @@ std::string LoopWeights::pack(const LoopDims& d, const float* p_hh1, const float
   return std::string();
 }
 
+int64_t noise_columns(Sampler sampler) {
+  switch (sampler) {
+    case Sampler::kArgmax: return 0;
+    case Sampler::kGumbelMax: return kMolMixtures + 1;
+    case Sampler::kInverseCdf: break;
+  }
+  return 2;
+}
+
 namespace {
 
-// fatchord's MOL sample given the chosen component (scalar libm, the same on every ISA).
+// The samplers' scalar parts (libm, the same on every ISA; see Sampler in wavernn_loop.h).
+float raw_value(int64_t c, int64_t n) { return 2.0f * static_cast<float>(c) / static_cast<float>(n - 1) - 1.0f; }
+
+// The first index of the largest value (a NaN never compares larger).
+int64_t first_max(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) best = x[i] > x[best] ? i : best;
+  return best;
+}
+
+int64_t gumbel_component(const float* logits, const float* u) {
+  float perturbed[kMolMixtures];
+  for (int i = 0; i < kMolMixtures; ++i) perturbed[i] = logits[i] - std::log(-std::log(u[i]));
+  return first_max(perturbed, kMolMixtures);
+}
+
+// fatchord's MOL sample given the chosen component.
 float mol_value(const float* logits, int64_t k, float u1) {
   const float log_scale_min = static_cast<float>(std::log(1e-14));
   const float mean = logits[kMolMixtures + k];
@@ -66,6 +91,18 @@ void setup_quantized(StepVector* v, int bits, bool non_negative, float range, in
   q.scale = params + batch;
 }
 
+// The fed-back value of one batch row from its logits [n] and its noise row u.
+float sample_value(const WaveoptKernels* k, const Sampling& s, const float* logits, int64_t n, const float* u,
+                   float* scratch) {
+  switch (s.sampler) {
+    case Sampler::kArgmax: return raw_value(first_max(logits, n), n);
+    case Sampler::kGumbelMax: return mol_value(logits, gumbel_component(logits, u), u[kMolMixtures]);
+    case Sampler::kInverseCdf: break;
+  }
+  if (s.mode == SampleMode::kRaw) return raw_value(k->sample_class(logits, static_cast<size_t>(n), u[0], scratch), n);
+  return mol_value(logits, k->sample_class(logits, kMolMixtures, u[0], scratch), u[1]);
+}
+
 float max_of(const float* x, int64_t rows, int64_t c0, int64_t c1, int64_t ld, float m) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = c0; c < c1; ++c) m = x[r * ld + c] > m ? x[r * ld + c] : m;
@@ -75,7 +112,7 @@ float max_of(const float* x, int64_t rows, int64_t c0, int64_t c1, int64_t ld, f
 }  // namespace
 
 std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const LoopWeights& w,
-                             const LoopInputs& in, SampleMode mode, float* out, LoopStageTimes* times,
+                             const LoopInputs& in, const Sampling& sampling, float* out, LoopStageTimes* times,
                              LoopActivationStats* stats, ThreadTeam* team) {
   const int64_t T = d.steps, B = d.batch, H = d.hidden, F = d.fc, N = d.classes;
   const int64_t Hp = round_up(H, WAVEOPT_PANEL), Fp = round_up(F, WAVEOPT_PANEL), Np = round_up(N, WAVEOPT_PANEL);
@@ -139,6 +176,7 @@ std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const L
   }
 
   const bool teacher = in.prev_samples != nullptr;
+  const int64_t columns = noise_columns(sampling.sampler);
   using Clock = std::chrono::steady_clock;
   Clock::duration spent[kLoopStages] = {};  // member 0's stage times
   float stat_max[2 * kMaxThreads] = {};
@@ -221,16 +259,8 @@ std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const L
       if (!teacher) {
         crew.sync();  // every member samples every row from the whole logits
         for (int64_t b = 0; b < B; ++b) {
-          const float* lb = logits + b * Np;
-          const float* u = in.noise + (t * B + b) * 2;
-          float value;
-          if (mode == SampleMode::kRaw) {
-            const int64_t c = k->sample_class(lb, static_cast<size_t>(N), u[0], sample_scratch);
-            value = 2.0f * static_cast<float>(c) / static_cast<float>(N - 1) - 1.0f;
-          } else {
-            const int64_t c = k->sample_class(lb, kMolMixtures, u[0], sample_scratch);
-            value = mol_value(lb, c, u[1]);
-          }
+          const float value = sample_value(k, sampling, logits + b * Np, N, in.noise + (t * B + b) * columns,
+                                           sample_scratch);
           if (m == 0) out[t * B + b] = value;
           s[b] = value;
         }

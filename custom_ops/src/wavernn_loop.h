@@ -17,6 +17,26 @@ enum class SampleMode { kRaw, kMol };
 
 constexpr int kMolMixtures = 10;
 
+// How a free-running step turns its logits into the fed-back value, reading its row u of
+// noise [T, B, noise_columns(sampler)]:
+//   kInverseCdf  RAW: class by inverse CDF of softmax(logits) at u[0]; MOL: component by
+//                inverse CDF of softmax(logits[:10]) at u[0], the logistic at u[1]
+//   kArgmax      RAW only: the first class of largest logit (greedy); reads no noise
+//   kGumbelMax   MOL only: component = first argmax over k < 10 of logits[k] - log(-log(u[k]))
+//                (fatchord's, coqui's), the logistic at u[10]
+// RAW's value is 2·class / (N - 1) - 1; MOL's is mean + exp(max(log_scale, log(1e-14)))·
+// (log(u) - log(1 - u)) of the chosen component, clamped to [-1, 1].
+enum class Sampler { kInverseCdf, kArgmax, kGumbelMax };
+
+int64_t noise_columns(Sampler sampler);
+
+struct Sampling {
+  SampleMode mode = SampleMode::kRaw;
+  Sampler sampler = Sampler::kInverseCdf;
+  Sampling() = default;
+  Sampling(SampleMode m, Sampler s = Sampler::kInverseCdf) : mode(m), sampler(s) {}  // NOLINT: implicit
+};
+
 struct LoopDims {
   int64_t steps = 0, batch = 0, hidden = 0, fc = 0, classes = 0;
 };
@@ -57,7 +77,7 @@ struct LoopWeights {
 struct LoopInputs {
   const float *gi1, *gi2, *f1, *f2;  // [T, B, 3H], [T, B, 3H], [T, B, F], [T, B, F]
   const float *u1, *u2, *u3;         // [3H], [3H], [F]
-  const float* noise;                // [T, B, 2] free-running, else nullptr
+  const float* noise;                // [T, B, noise_columns] free-running, else nullptr
   const float* prev_samples;         // [T, B] teacher-forced, else nullptr
   const float* x0;                   // [B] first fed-back value (free-running), or nullptr for 0
 };
@@ -81,7 +101,7 @@ struct LoopStageTimes {
 // batch rows itself from the shared logits (no barrier after it). Results are bit-identical
 // for every team size. Returns an error message (allocation failure), empty on success.
 std::string run_wavernn_loop(const WaveoptKernels* k, const LoopDims& d, const LoopWeights& w,
-                             const LoopInputs& in, SampleMode mode, float* out,
+                             const LoopInputs& in, const Sampling& sampling, float* out,
                              LoopStageTimes* times = nullptr, LoopActivationStats* stats = nullptr,
                              ThreadTeam* team = nullptr);
 

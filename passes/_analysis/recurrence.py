@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from waveopt.passes._analysis.errors import NotRecognised
 from waveopt.passes._analysis.linear_forms import LinearForm, LinearForms
-from waveopt.passes._analysis.sampler import SamplerMatch, describe_noiseless_sampler, verify_sampler
+from waveopt.passes._analysis.sampler import SamplerMatch, verify_noiseless_sampler, verify_sampler
 from waveopt.passes._ir import constant_float64
 
 __all__ = ["GRUCell", "NotRecognised", "Recurrence", "match_wavernn_loop"]
@@ -56,7 +56,7 @@ class Recurrence:
     cells: tuple[GRUCell, GRUCell]
     forms: dict[str, LinearForm]  # r1 z1 a1 b1 r2 z2 a2 b2 f1 f2 logits
     step_tensors: dict  # key -> (outer value [T,B,k] or [B,T,k], gather axis)
-    driver: tuple[ir.Value, int] | None  # noise [T,B(,k)] or prev_samples [T,B], and its gather axis
+    driver: tuple[ir.Value, int] | None  # noise [T,B(,k)] (None: argmax) or prev_samples [T,B], gather axis
     output_index: int  # the Loop output holding samples (free) or logits (teacher-forced)
     hidden: int
     fc: int
@@ -349,8 +349,8 @@ def _free_running_sampler(loop, body, iteration, x_in, logits, mode_hint):
     scan = [i for i, out in enumerate(body.outputs[1 + n_carried:]) if _same_sample(out, x_out)]
     if len(scan) != 1:
         raise NotRecognised("no scan output holds the fed-back sample")
-    if not noise:
-        raise NotRecognised(f"{describe_noiseless_sampler(body, logits, x_out)}: no per-step noise feeds it")
+    if not noise:  # RAW argmax, or NotRecognised
+        return None, n_carried + scan[0], verify_noiseless_sampler(body, logits, x_out)
     if len(noise) != 1:
         raise NotRecognised("more than one per-step tensor besides the logits feeds the sampler")
     noise_node = noise[0]

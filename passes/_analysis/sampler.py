@@ -7,11 +7,12 @@ uniforms, against reference samplers written in numpy (float32 arithmetic):
 - RAW inverse CDF (the fused op's RAW): class by inverse CDF of softmax(logits) at
   ``u[:, i]``, for any column i of the row (the row itself for [B]);
 - MOL inverse CDF (the fused op's MOL): component by inverse CDF of softmax(logits[:10])
-  at ``u[:, i]``, then the logistic at ``u[:, j]``, for any columns i != j.
+  at ``u[:, i]``, then the logistic at ``u[:, j]``, for any columns i != j;
+- MOL Gumbel-max (fatchord's, coqui's): component ``argmax(logit_k - log(-log(u_k)))`` over
+  10 adjacent columns, then the logistic at any other column;
+- RAW argmax (greedy), which reads no noise.
 
-Recognised but not lowerable (the fused op does not have them; the reason names them):
-MOL with Gumbel-max component choice over 10 uniforms and a logistic uniform (fatchord's,
-coqui's), and RAW argmax (greedy, no noise). Anything else is not recognised.
+Each is one of the fused op's ``sampler`` attributes. Anything else is not recognised.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from waveopt.errors import WaveoptError
 from waveopt.passes._analysis.errors import NotRecognised
 from waveopt.runtime import run, session
 
-__all__ = ["SamplerMatch", "describe_noiseless_sampler", "reference_sample", "verify_sampler"]
+__all__ = ["SamplerMatch", "argmax_sample", "gumbel_sample", "reference_sample", "verify_noiseless_sampler",
+           "verify_sampler"]
 
 MOL_MIXTURES = 10
 LOG_SCALE_MIN = np.log(1e-14)
@@ -37,16 +39,23 @@ _BATCH = 64
 
 @dataclasses.dataclass(frozen=True)
 class SamplerMatch:
-    """A sampler the fused op has: its mode and the noise-row columns of its uniforms
-    (the op's noise is [T, B, 2]: these columns, in this order)."""
+    """A sampler the fused op has: its mode, its ``sampler`` attribute and the noise-row
+    columns of its uniforms (the op's noise row holds these columns, in this order)."""
 
     mode: str  # "raw" or "mol"
-    columns: tuple[int, int]  # RAW: (i, i); MOL: (component, logistic)
-    width: int  # the noise row's size k; 0 for a [B] row
+    kind: str  # the op's sampler: "inverse_cdf", "gumbel_max" or "argmax"
+    columns: tuple[int, ...]  # inverse CDF: RAW (i, i), MOL (component, logistic);
+    #                           Gumbel-max: the 10 component columns, then the logistic; argmax: ()
+    width: int  # the noise row's size k; 0 for a [B] row or no noise
 
     def describe(self) -> str:
-        where = "noise[t, b]" if self.width == 0 else f"noise[t, b, {self.columns[0]}]"
+        where = "noise[t, b]" if self.width == 0 else f"noise[t, b, {self.columns[0]}]" if self.columns else ""
         shape = "[T, B]" if self.width == 0 else f"[T, B, {self.width}]"
+        if self.kind == "argmax":
+            return "RAW argmax (greedy, no noise)"
+        if self.kind == "gumbel_max":
+            return (f"MOL Gumbel-max (components at noise[t, b, {self.columns[0]}:{self.columns[0] + MOL_MIXTURES}], "
+                    f"logistic at column {self.columns[-1]}) of {shape}")
         if self.mode == "raw":
             return f"RAW inverse CDF at {where} of {shape}"
         return f"MOL inverse CDF (component at {where}, logistic at column {self.columns[1]}) of {shape}"
@@ -67,11 +76,19 @@ def reference_sample(logits: np.ndarray, u: np.ndarray, mode: str) -> np.ndarray
     return _logistic(logits, idx, u[:, 1])
 
 
-def _gumbel_sample(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """fatchord's / coqui's MOL: argmax(logit_k - log(-log(u_k))), logistic at u[:, K]."""
+def gumbel_sample(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """fatchord's / coqui's MOL for logits [B, 30] and uniforms u [B, 11]:
+    argmax(logit_k - log(-log(u_k))) over k < 10, the logistic at u[:, 10] (float32)."""
     k = MOL_MIXTURES
+    logits, u = logits.astype(np.float32), u.astype(np.float32)
     idx = np.argmax(logits[:, :k] - np.log(-np.log(u[:, :k])), axis=-1)
-    return _logistic(logits.astype(np.float32), idx, u[:, k])
+    return _logistic(logits, idx, u[:, k])
+
+
+def argmax_sample(logits: np.ndarray) -> np.ndarray:
+    """RAW greedy: 2·argmax / (N - 1) - 1 for logits [B, N] (float32)."""
+    n = logits.shape[-1]
+    return np.float32(2.0) * np.argmax(logits, -1).astype(np.float32) / np.float32(n - 1.0) - np.float32(1.0)
 
 
 def _logistic(logits, idx, u1):
@@ -120,33 +137,40 @@ def verify_sampler(body: ir.Graph, logits: ir.Value, noise_row: ir.Value, sample
             pairs = list(itertools.permutations(range(columns.shape[1]), 2))
         for pair in pairs:
             if _agrees(got, reference_sample(feed_logits, columns[:, list(pair)], mode)):
-                return SamplerMatch(mode, pair, width)
-    if n_classes == 3 * MOL_MIXTURES and columns.shape[1] > MOL_MIXTURES \
-            and _agrees(got, _gumbel_sample(feed_logits, columns)):
-        raise NotRecognised("the sampler is MOL with Gumbel-max component choice (fatchord's, coqui's), "
-                            "which the fused op does not have")
-    raise NotRecognised(f"the sampler is not WaveRNN's {modes[0].upper()} sampler")
+                return SamplerMatch(mode, "inverse_cdf", pair, width)
+    if "mol" in modes:
+        for gumbel in _gumbel_columns(columns.shape[1]):
+            if _agrees(got, gumbel_sample(feed_logits, columns[:, list(gumbel)])):
+                return SamplerMatch("mol", "gumbel_max", gumbel, width)
+    raise NotRecognised(f"the sampler is not one of WaveRNN's {modes[0].upper()} samplers "
+                        "(inverse CDF, Gumbel-max, argmax)")
 
 
-def describe_noiseless_sampler(body: ir.Graph, logits: ir.Value, sample: ir.Value) -> str:
-    """What a sampler that reads no noise is ("RAW argmax (greedy) sampler", or unknown)."""
+def _gumbel_columns(width: int):
+    """Candidate (10 adjacent component columns..., logistic column) of a noise row."""
+    k = MOL_MIXTURES
+    for start in range(width - k + 1):
+        components = tuple(range(start, start + k))
+        for logistic in range(width):
+            if logistic not in components:
+                yield components + (logistic,)
+
+
+def verify_noiseless_sampler(body: ir.Graph, logits: ir.Value, sample: ir.Value) -> SamplerMatch:
+    """RAW argmax (greedy) when the sampler that reads no noise is one, else NotRecognised."""
     nodes = _nodes_between(body, sample, {id(logits)})
-    try:
-        n_classes = _classes(logits)
-    except NotRecognised:
-        return "the sampler"
     if nodes is None:
-        return "the sampler"
+        raise NotRecognised("the fed-back sample depends on more than the logits and no per-step noise feeds it")
+    n_classes = _classes(logits)
     feed = (np.random.default_rng(0).standard_normal((_BATCH, n_classes)) * 3).astype(np.float32)
     try:
         session = _sampler_session(nodes, logits, None, sample, n_classes, 0)
         got = run(session, None, {"logits": feed})[0].reshape(_BATCH)
-    except (WaveoptError, ValueError):
-        return "the sampler"
-    expected = np.float32(2.0) * np.argmax(feed, -1).astype(np.float32) / np.float32(n_classes - 1.0) - 1
-    if _agrees(got, expected):
-        return "the sampler is RAW argmax (greedy), which the fused op does not have"
-    return "the sampler is not one the fused op has"
+    except (WaveoptError, ValueError) as e:
+        raise NotRecognised(f"the sampler does not run as one: {e}") from None
+    if not _agrees(got, argmax_sample(feed)):
+        raise NotRecognised("the sampler reads no per-step noise and is not RAW argmax")
+    return SamplerMatch("raw", "argmax", (), 0)
 
 
 def _classes(logits: ir.Value) -> int:
