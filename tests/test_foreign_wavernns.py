@@ -132,8 +132,9 @@ def test_raw_icdf_at_any_noise_column_lowers(width, index, foreign):
     ("mol-gumbel", "mol", "MOL Gumbel-max (components at noise[t, b, 0:10], logistic at column 10)", "gumbel_max"),
     ("raw-argmax", "raw", "RAW argmax", "argmax"),
 ])
-def test_gumbel_max_and_argmax_samplers_lower_to_the_op(sampler, mode, named, attribute, foreign):
-    vocoder, step, cond = foreign("coqui", mode, "torchscript")
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_gumbel_max_and_argmax_samplers_lower_to_the_op(sampler, mode, named, attribute, exporter, foreign):
+    vocoder, step, cond = foreign("coqui", mode, exporter)
     model = from_step(step, cond, sampler, conditioning_layout=vocoder.layout)
     native = waveopt.optimize(model, preset="native")
     summary = next(r.summary for r in native.reports if r.name == "lower_native")

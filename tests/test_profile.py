@@ -99,7 +99,9 @@ def test_module_times_add_up_to_the_measured_wall_time(raw_profile):
     assert sum(r.profiled_us for r in p.rows) == pytest.approx(p.wall_profiled_us, rel=1e-9)
     # the estimate without the profiler splits the unprofiled wall time
     assert p.profiler_cost_us > 0
-    assert sum(r.est_us or 0 for r in p.rows) == pytest.approx(p.wall_unprofiled_us, rel=1e-6)
+    # ... up to the estimates that came out under zero, shown as 0 and named in a note
+    raised = sum(float(us) for note in p.notes for us in re.findall(r"est\. ([0-9.]+) us under", note))
+    assert sum(r.est_us or 0 for r in p.rows) == pytest.approx(p.wall_unprofiled_us + raised, rel=1e-6, abs=0.01)
 
 
 def test_every_wavernn_module_is_timed_and_attributed(raw_profile):

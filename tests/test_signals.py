@@ -27,7 +27,10 @@ from waveopt.graph import TEMP_MARK, atomic_write_bytes, save_model
 from waveopt.pipeline import optimize
 
 EXE = Path(sys.executable).with_name("waveopt")
-LONG_FRAMES = 4000  # 1.1 M steps of the small model: a minute of work, never run to the end
+# 550 k steps of the small model: ~30 s of work, never run to the end. Not more: ORT stops
+# between kernels, and the conditioning's last Conv is one kernel that grows with the frames
+# (~1 s here at 2,000 frames, ~9 s at 4,000 on a Zen 4 host), so a signal landing in it waits.
+LONG_FRAMES = 2000
 
 
 def cpu_seconds(pid: int) -> float:
