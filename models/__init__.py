@@ -2,6 +2,7 @@
 
 from .demo import demo_mels, demo_model, demo_prev_samples, gate_statistics
 from .export import export_step, export_wavernn
+from .threads import one_torch_thread
 from .wavernn import HParams, WaveRNN
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "gate_statistics",
     "export_wavernn",
     "export_step",
+    "one_torch_thread",
 ]

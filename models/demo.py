@@ -20,6 +20,7 @@ import math
 import torch
 
 from ..demo_data import demo_mels, demo_prev_samples
+from .threads import one_torch_thread
 from .wavernn import HParams, WaveRNN
 
 __all__ = ["demo_model", "demo_mels", "demo_prev_samples", "gate_statistics", "GATE_STD"]
@@ -29,6 +30,7 @@ LOGIT_STD = 4.0
 
 
 @torch.no_grad()
+@one_torch_thread()
 def demo_model(hp: HParams | None = None, seed: int = 0, calibration_frames: int = 6, **overrides) -> WaveRNN:
     """A seeded WaveRNN whose activations look trained (see the module docstring)."""
     torch.manual_seed(seed)

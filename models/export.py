@@ -35,6 +35,7 @@ import torch
 
 from waveopt.loop.assembly import PerStep, adopt_graph, add_node, build_step_loop, const_i64, take_outputs
 from .modules import Conditioning, PostProcess, Step, TeacherForcedStep
+from .threads import one_torch_thread
 from .wavernn import WaveRNN
 
 __all__ = ["export_wavernn", "export_step", "OPSET"]
@@ -130,7 +131,7 @@ def _dim(name: str, minimum: int = 1):
 def _trace(module: torch.nn.Module, args: tuple, dynamic_shapes: dict) -> ir.Model:
     """Dynamo-export ``module`` quietly and return it as an onnx_ir model."""
     module = module.eval()
-    with warnings.catch_warnings(), _quiet_torch_logs():
+    with warnings.catch_warnings(), _quiet_torch_logs(), one_torch_thread():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, args, dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=OPSET,

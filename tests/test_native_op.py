@@ -16,7 +16,6 @@ case saved by this process; the comparisons happen here:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -132,9 +131,8 @@ def run_isa(folder: Path, isa: str) -> None:
 def assert_streams_match(model, mels, noise, ref, got) -> list[int]:
     """The near-tie rule for each batch row on its own (rows never interact, so a near-tie in
     one row says nothing about the others); returns each row's agreeing leading steps."""
-    with one_torch_thread():
-        return [assert_samples_match(model, mels[b:b + 1], noise[:, b:b + 1], ref[:, b:b + 1], got[:, b:b + 1])
-                for b in range(ref.shape[1])]
+    return [assert_samples_match(model, mels[b:b + 1], noise[:, b:b + 1], ref[:, b:b + 1], got[:, b:b + 1])
+            for b in range(ref.shape[1])]
 
 
 def sess(model):
@@ -161,24 +159,12 @@ def loop_cases(model, name: str, batch: int) -> dict:
     }
 
 
-@contextlib.contextmanager
-def one_torch_thread():
-    """torch's per-step ops at batch <= 16 are 10x slower with 2 threads on a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="session")
 def loop_results(native_library, models, tmp_path_factory):
     """{(config, batch): case} with each ISA's outputs under case['out'][isa]."""
     folder = tmp_path_factory.mktemp("native_loop")
     cases = {}
-    with one_torch_thread():
-        _prepare_loop_cases(folder, models, cases)
+    _prepare_loop_cases(folder, models, cases)
     for isa in ISAS:
         run_isa(folder, isa)
     for (name, batch), case in cases.items():

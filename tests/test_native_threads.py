@@ -41,15 +41,6 @@ QUANT = {"none": {}, "int16": {"quant": "int16", "act_ranges": [3.0, 3.0]},
          "int8": {"quant": "int8", "act_ranges": [3.0, 3.0]}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The reference inputs come from torch, 10x slower with 2 threads on a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(autouse=True)
 def every_member_works(monkeypatch):
     monkeypatch.setenv("WAVEOPT_THREADS_ADAPTIVE", "0")  # read when a kernel is created
