@@ -23,7 +23,6 @@ __all__ = [
     "add_initializer",
     "constant_float64",
     "is_default_domain",
-    "remove_if_dead",
     "remove_dead_initializers",
     "replace_value",
     "Builder",
@@ -32,7 +31,7 @@ __all__ = [
     "is_onnx_op",
     "loop_bodies",
     "remove_dead",
-    "remove_unused_initializers",
+    "outputs_of",
     "dims_with",
     "set_shape",
     "int_list",
@@ -338,40 +337,6 @@ def dims_with(value: ir.Value | None, shapes: ShapeInfo) -> list | None:
     return shapes.dims(value)
 
 
-def remove_dead(graph: ir.Graph, candidates: Iterable[ir.Node]) -> int:
-    """Remove those ``candidates`` in ``graph`` whose outputs nobody reads; returns how many."""
-    pending = {n for n in candidates if n.graph is graph}
-    outputs = set(graph.outputs)
-    removed = 0
-    changed = True
-    while changed:
-        changed = False
-        for node in reversed(list(graph)):
-            if node not in pending:
-                continue
-            if any(out.uses() or out in outputs for out in node.outputs):
-                continue
-            pending.discard(node)
-            inputs = [v for v in node.inputs if v is not None]
-            graph.remove(node, safe=True)
-            removed += 1
-            changed = True
-            for v in inputs:  # producers in this graph may now be dead too
-                if v.producer() is not None and v.producer().graph is graph:
-                    pending.add(v.producer())
-    return removed
-
-
-def remove_unused_initializers(model: ir.Model, candidates: Iterable[ir.Value]) -> None:
-    """Drop those main-graph initializers among ``candidates`` that nothing reads any more."""
-    graph = model.graph
-    for value in set(candidates):
-        if (value.is_initializer() and value.graph is graph and not value.uses()
-                and not value.is_graph_input() and not value.is_graph_output()
-                and graph.initializers.get(value.name) is value):
-            graph.initializers.pop(value.name)
-
-
 def remove_dead_initializers(model: ir.Model) -> int:
     """Drop the initializers that no node reads, in the main graph and every subgraph.
 
@@ -466,9 +431,16 @@ class Emitter:
         return add_initializer(self.root, self.names, f"{self.prefix}{base}", np.asarray(array, np.float32))
 
 
-def remove_if_dead(values: Iterable[ir.Value | None]) -> None:
-    """Remove the producers of unused values (recursively up their inputs) and unused
-    initializers. Graph inputs and outputs are never removed."""
+def remove_dead(values: Iterable[ir.Value | None]) -> int:
+    """Remove what only ``values`` kept alive; returns how many nodes went.
+
+    The one rule of every pass: a node is dead when none of its outputs is read or is a
+    graph output. Removing it may leave its inputs unread, so their producers (in any
+    graph) are tried next, and an initializer nothing reads any more is dropped. Graph
+    inputs and outputs stay, and so does a node holding a subgraph (its body's reads of
+    outer values would outlive it).
+    """
+    removed = 0
     stack = [v for v in values if v is not None]
     while stack:
         value = stack.pop()
@@ -488,7 +460,14 @@ def remove_if_dead(values: Iterable[ir.Value | None]) -> None:
             continue
         inputs = list(node.inputs)
         node.graph.remove(node, safe=True)
+        removed += 1
         stack.extend(v for v in inputs if v is not None)
+    return removed
+
+
+def outputs_of(nodes: Iterable[ir.Node]) -> list[ir.Value]:
+    """Every output of ``nodes``: what ``remove_dead`` takes to try removing them."""
+    return [out for node in nodes for out in node.outputs]
 
 
 def replace_value(old: ir.Value, new: ir.Value, names: Names) -> None:

@@ -49,6 +49,7 @@ from waveopt.passes._ir import (
     dims_with,
     is_onnx_op,
     loop_bodies,
+    outputs_of,
     remove_dead,
     set_shape,
 )
@@ -288,7 +289,7 @@ class HoistAuxProjectionsPass(WaveoptPass):
             loop.graph.insert_before(loop, hoister.outer_nodes)
             for value, whole in zip(roots, wholes):
                 _replace_in_body(scope, builder, value, whole)
-            moved += remove_dead(body, hoister.body_nodes)
+            moved += remove_dead(outputs_of(hoister.body_nodes))
             hoisted += len(roots)
             loops += 1
         if not hoisted:

@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from waveopt.passes._analysis.const_eval import constant_value
 from waveopt.passes._ir import (
-    Emitter, Names, const_array, int_list, is_default_domain, remove_if_dead, replace_value,
+    Emitter, Names, const_array, int_list, is_default_domain, remove_dead, replace_value,
 )
 from waveopt.passes._unit_states import narrow_unit_states
 from waveopt.passes.base import WaveoptPass
@@ -334,4 +334,4 @@ def _lower(node: ir.Node, plan: _Plan, root: ir.Graph, names: Names) -> None:
             replace_value(old, restored.outputs[0], names)
     old_inputs = [v for v in node.inputs if v is not None]
     graph.remove(node, safe=True)
-    remove_if_dead([*old_inputs, *bypassed])
+    remove_dead([*old_inputs, *bypassed])

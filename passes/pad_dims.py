@@ -29,7 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from waveopt.graph import loop_nodes
-from waveopt.passes._ir import Emitter, Names, add_initializer, const_array, remove_if_dead
+from waveopt.passes._ir import Emitter, Names, add_initializer, const_array, remove_dead
 from waveopt.passes._analysis.loop_features import LoopFeatures, shape_hints
 from waveopt.passes.base import WaveoptPass
 
@@ -283,7 +283,7 @@ class _Padding:
             if v not in relaid and self.padded(v) and (f.in_body(v) or v in f.body.outputs) \
                     and v.shape is not None and len(v.shape) == f.axes[v].rank:
                 v.shape = _with_last(v.shape, self.new_width(v))
-        remove_if_dead(dead)
+        remove_dead(dead)
         self.macs_after = self._macs()
 
     def _cached(self, key, make):
@@ -331,7 +331,7 @@ class _Padding:
             new = add_initializer(self._root, self._names, f"pad/{base}", array)
             old = at.inputs[index]
             at.replace_input_with(index, new)
-            remove_if_dead([old])
+            remove_dead([old])
 
         padded = _pad_array(weight.T if trans else weight, layout)
         replace(node, 1, padded.T if trans else padded, node.inputs[1].name or "weight")

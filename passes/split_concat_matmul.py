@@ -26,8 +26,8 @@ from waveopt.passes._ir import (
     dims_with,
     is_onnx_op,
     loop_bodies,
+    outputs_of,
     remove_dead,
-    remove_unused_initializers,
     set_shape,
 )
 from waveopt.passes.base import WaveoptPass
@@ -61,19 +61,16 @@ class SplitConcatMatMulPass(WaveoptPass):
         shapes = ShapeInfo(model)
         builder = Builder(model, "split")
         split = 0
-        old_weights = []
         for loop, body in list(loop_bodies(model.graph)):
             scope = LoopScope(loop, body, shapes, model_opset(model))
             dead = []
             for node in list(body):
                 if _try_split(node, scope, builder):
                     split += 1
-                    old_weights.append(node.inputs[1])
                     dead.append(node)
-            remove_dead(body, dead)  # and the Concats nobody else reads
+            remove_dead(outputs_of(dead))  # and the Concats and weights nobody else reads
         if not split:
             return self.result(model)
-        remove_unused_initializers(model, old_weights)
         return self.result(model, f"split {split} products of a Concat")
 
 
