@@ -13,7 +13,8 @@ import numpy as np
 import onnx_ir as ir
 
 from waveopt.graph import infer_shapes, iter_graphs, iter_proto_graphs
-from waveopt.ops import DOMAIN
+from waveopt.native_library import DOMAIN
+from waveopt.provenance import MODULE_KEY
 
 __all__ = [
     "DOMAIN",
@@ -36,9 +37,6 @@ __all__ = [
     "set_shape",
     "int_list",
 ]
-
-MODULE_KEY = "waveopt.module"
-
 
 def is_onnx_op(node: ir.Node, *op_types: str) -> bool:
     return is_default_domain(node) and node.op_type in op_types

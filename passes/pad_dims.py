@@ -29,7 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from waveopt.graph import loop_nodes
-from waveopt.passes._ir import Emitter, Names, add_initializer, const_array, remove_dead
+from waveopt.passes._ir import MODULE_KEY, Emitter, Names, add_initializer, const_array, remove_dead
 from waveopt.passes._analysis.loop_features import LoopFeatures, shape_hints
 from waveopt.passes.base import WaveoptPass
 
@@ -398,8 +398,7 @@ def _unary(op: str, x: float | None) -> float | None:
 
 
 def _module(node: ir.Node | None) -> dict[str, str]:
-    key = "waveopt.module"
-    return {key: node.metadata_props[key]} if node is not None and key in node.metadata_props else {}
+    return {MODULE_KEY: node.metadata_props[MODULE_KEY]} if node is not None and MODULE_KEY in node.metadata_props else {}
 
 
 def _with_last(shape: ir.Shape, width: int) -> ir.Shape:

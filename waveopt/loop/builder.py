@@ -33,6 +33,7 @@ from waveopt.errors import WaveoptError
 from waveopt.graph import to_ir
 from waveopt.loop.assembly import PerStep, add_node, adopt_graph, build_step_loop, const_i64, take_outputs
 from waveopt.loop.samplers import SAMPLERS, add_sampler, needed_noise_width, sampler_mode
+from waveopt.provenance import MODULE_KEY
 
 __all__ = ["from_step", "SAMPLERS", "LAYOUTS"]
 
@@ -189,12 +190,12 @@ def _append_sampler(step: ir.Model, sampler: str, logits: ir.Value, classes: int
         axis = ir.Value(name="sampler/axis1", const_value=ir.tensor([1], dtype=ir.DataType.INT64, name="sampler/axis1"))
         graph.register_initializer(axis)
         node = ir.Node("", "Unsqueeze", [sample, axis], name="sampler/fed_back",
-                       metadata_props={"waveopt.module": "sampling"})
+                       metadata_props={MODULE_KEY: "sampling"})
         node.outputs[0].name = "sampler/fed_back"
         graph.append(node)
         fed_back = node.outputs[0]
     else:
-        node = ir.Node("", "Identity", [sample], name="sampler/fed_back", metadata_props={"waveopt.module": "sampling"})
+        node = ir.Node("", "Identity", [sample], name="sampler/fed_back", metadata_props={MODULE_KEY: "sampling"})
         node.outputs[0].name = "sampler/fed_back"
         graph.append(node)
         fed_back = node.outputs[0]
