@@ -259,22 +259,15 @@ def _broadcast(all_dims: list[list]) -> list:
 class Builder:
     """Creates nodes and initializers with model-wide unique names.
 
-    New nodes carry the ``waveopt.module`` of the node they stand for (``like``).
-    Initializers go to the main graph, where every subgraph can read them; identical
-    arrays are stored once.
+    New nodes carry the ``waveopt.module`` of the node they stand for (``like``), or the
+    one named (``module``). Initializers go to the main graph, where every subgraph can
+    read them; identical arrays are stored once.
     """
 
     def __init__(self, model: ir.Model, prefix: str) -> None:
         self.model = model
         self.prefix = prefix
-        self._names: set[str] = set()
-        for graph in iter_graphs(model.graph):
-            self._names.update(graph.initializers)
-            self._names.update(v.name for v in graph.inputs if v.name)
-            for node in graph:
-                if node.name:
-                    self._names.add(node.name)
-                self._names.update(v.name for v in node.outputs if v.name)
+        self._names = Names(model)
         self._counter = 0
         self._constants: dict[tuple, ir.Value] = {}
 
@@ -283,23 +276,28 @@ class Builder:
         while True:
             self._counter += 1
             name = f"{base}_{self._counter}"
-            if name not in self._names:
-                self._names.add(name)
+            if self._names.claim(name):
                 return name
 
     def node(self, op_type: str, inputs: Sequence[ir.Value | None], like: ir.Node | None = None,
              num_outputs: int = 1, attributes: Iterable[ir.Attr] = (), hint: str | None = None,
-             **attrs) -> ir.Node:
+             domain: str = "", module: str | None = None, **attrs) -> ir.Node:
         """A new (not yet inserted) node; ``attrs`` are converted with onnx_ir's rules."""
         all_attrs = [*attributes, *(ir.convenience.convert_attribute(k, v) for k, v in attrs.items())]
-        metadata = {}
-        if like is not None and MODULE_KEY in like.metadata_props:
-            metadata[MODULE_KEY] = like.metadata_props[MODULE_KEY]
-        node = ir.Node("", op_type, inputs, attributes=all_attrs, num_outputs=num_outputs,
-                       name=self.name(hint or op_type), metadata_props=metadata)
+        if module is None and like is not None:
+            module = like.metadata_props.get(MODULE_KEY)
+        node = ir.Node(domain, op_type, inputs, attributes=all_attrs, num_outputs=num_outputs,
+                       name=self.name(hint or op_type), metadata_props={MODULE_KEY: module} if module is not None else {})
         for out in node.outputs:
             out.name = self.name(hint or op_type)
         return node
+
+    def add_before(self, anchor: ir.Node, op_type: str, inputs: Sequence[ir.Value | None], module: str,
+                   **kwargs) -> list[ir.Value]:
+        """``node(...)`` for ``module``, inserted before ``anchor`` in its graph; its outputs."""
+        node = self.node(op_type, inputs, module=module, **kwargs)
+        anchor.graph.insert_before(anchor, node)
+        return list(node.outputs)
 
     def constant(self, array: np.ndarray, hint: str = "const") -> ir.Value:
         """An initializer of the main graph holding ``array`` (reused for equal arrays)."""
@@ -366,11 +364,18 @@ class Names:
                     self._taken.add(node.name)
 
     def __call__(self, base: str) -> str:
+        """``base``, else the first free ``base_1``, ``base_2``, ..."""
         name, i = base, 1
-        while name in self._taken:
+        while not self.claim(name):
             name, i = f"{base}_{i}", i + 1
-        self._taken.add(name)
         return name
+
+    def claim(self, name: str) -> bool:
+        """Take ``name`` if it is free; whether it was."""
+        if name in self._taken:
+            return False
+        self._taken.add(name)
+        return True
 
 
 def add_initializer(graph: ir.Graph, names: Names, base: str, array: np.ndarray) -> ir.Value:

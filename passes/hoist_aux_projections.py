@@ -204,9 +204,7 @@ class _Hoister:
         """Append an outer node; its outputs get the shapes of ``like``'s outputs plus the time axis."""
         attributes = [_copy_attr(a) for a in attributes]
         node = self.builder.node(op_type, inputs, like=like, num_outputs=num_outputs,
-                                 attributes=attributes, **attrs)
-        if domain:
-            node.domain = domain
+                                 attributes=attributes, domain=domain, **attrs)
         self.outer_nodes.append(node)
         first = next((v for v in inputs if v is not None), None)
         for out, body_out in zip(node.outputs, like.outputs if annotate and len(like.outputs) == num_outputs else []):
