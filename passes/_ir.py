@@ -184,58 +184,78 @@ def _local_dims(value: ir.Value, shapes: ShapeInfo) -> list | None:
         a, b = ins
         return None if a is None or b is None or len(b) != 2 or not a else [*a[:-1], b[-1]]
     if op == "Gemm":
-        a, b = ins[0], ins[1]
-        if a is None or b is None or len(a) != 2 or len(b) != 2:
-            return None
-        return [a[1] if node.attributes.get_int("transA", 0) else a[0],
-                b[0] if node.attributes.get_int("transB", 0) else b[1]]
+        return _gemm_dims(node, ins)
     x = ins[0] if ins else None
-    if x is None:
+    rule = _AXIS_RULES.get(op)
+    return None if x is None or rule is None else rule(node, value, x, ins)
+
+
+def _gemm_dims(node: ir.Node, ins: list) -> list | None:
+    a, b = ins[0], ins[1]
+    if a is None or b is None or len(a) != 2 or len(b) != 2:
         return None
+    return [a[1] if node.attributes.get_int("transA", 0) else a[0],
+            b[0] if node.attributes.get_int("transB", 0) else b[1]]
+
+
+def _concat_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
     rank = len(x)
-    if op == "Concat":
-        axis = node.attributes.get_int("axis", 0) % rank
-        if any(d is None or len(d) != rank for d in ins):
-            return None
-        sizes = [d[axis] for d in ins]
-        return [*x[:axis], sum(sizes) if all(isinstance(s, int) for s in sizes) else None, *x[axis + 1:]]
-    if op == "Split":
-        axis = node.attributes.get_int("axis", 0) % rank
-        split = int_list(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
-        if split is None and isinstance(x[axis], int):
-            split = [x[axis] // len(node.outputs)] * len(node.outputs)
-        return None if split is None else [*x[:axis], split[value.index()], *x[axis + 1:]]
-    if op == "Slice":
-        starts, ends = int_list(node.inputs[1]), int_list(node.inputs[2])
-        axes = int_list(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else \
-            None if starts is None else list(range(len(starts)))
-        steps = int_list(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else \
-            None if starts is None else [1] * len(starts)
-        if None in (starts, ends, axes, steps):
-            return None
-        out = list(x)
-        for start, end, axis, step in zip(starts, ends, axes, steps):
-            size = x[axis % rank]
-            out[axis % rank] = len(range(size)[slice(start, end, step)]) if isinstance(size, int) else None
-        return out
-    if op in ("Unsqueeze", "Squeeze"):
-        axes = int_list(node.inputs[1]) if len(node.inputs) > 1 else None
-        if axes is None:
-            return None
-        if op == "Squeeze":
-            axes = {a % rank for a in axes}
-            return [d for i, d in enumerate(x) if i not in axes]
-        out_rank = rank + len(axes)
-        axes = {a % out_rank for a in axes}
-        rest = iter(x)
-        return [1 if i in axes else next(rest) for i in range(out_rank)]
-    if op == "Gather":
-        indices = ins[1]
-        if indices is None:
-            return None
-        axis = node.attributes.get_int("axis", 0) % rank
-        return [*x[:axis], *indices, *x[axis + 1:]]
-    return None
+    axis = node.attributes.get_int("axis", 0) % rank
+    if any(d is None or len(d) != rank for d in ins):
+        return None
+    sizes = [d[axis] for d in ins]
+    return [*x[:axis], sum(sizes) if all(isinstance(s, int) for s in sizes) else None, *x[axis + 1:]]
+
+
+def _split_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
+    axis = node.attributes.get_int("axis", 0) % len(x)
+    split = int_list(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    if split is None and isinstance(x[axis], int):
+        split = [x[axis] // len(node.outputs)] * len(node.outputs)
+    return None if split is None else [*x[:axis], split[value.index()], *x[axis + 1:]]
+
+
+def _slice_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
+    rank = len(x)
+    starts, ends = int_list(node.inputs[1]), int_list(node.inputs[2])
+    axes = int_list(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else \
+        None if starts is None else list(range(len(starts)))
+    steps = int_list(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else \
+        None if starts is None else [1] * len(starts)
+    if None in (starts, ends, axes, steps):
+        return None
+    out = list(x)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        size = x[axis % rank]
+        out[axis % rank] = len(range(size)[slice(start, end, step)]) if isinstance(size, int) else None
+    return out
+
+
+def _squeeze_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
+    rank = len(x)
+    axes = int_list(node.inputs[1]) if len(node.inputs) > 1 else None
+    if axes is None:
+        return None
+    if node.op_type == "Squeeze":
+        axes = {a % rank for a in axes}
+        return [d for i, d in enumerate(x) if i not in axes]
+    out_rank = rank + len(axes)
+    axes = {a % out_rank for a in axes}
+    rest = iter(x)
+    return [1 if i in axes else next(rest) for i in range(out_rank)]
+
+
+def _gather_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
+    indices = ins[1]
+    if indices is None:
+        return None
+    axis = node.attributes.get_int("axis", 0) % len(x)
+    return [*x[:axis], *indices, *x[axis + 1:]]
+
+
+# Ops whose output dims follow from the first input's (x) along an axis: (node, value, x, ins) -> dims.
+_AXIS_RULES = {"Concat": _concat_dims, "Split": _split_dims, "Slice": _slice_dims,
+               "Unsqueeze": _squeeze_dims, "Squeeze": _squeeze_dims, "Gather": _gather_dims}
 
 
 def _broadcast(all_dims: list[list]) -> list:

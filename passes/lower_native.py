@@ -94,30 +94,92 @@ def _check_outputs_unused(rec: Recurrence) -> None:
 
 # --- building the op ----------------------------------------------------------------------
 def _replace_loop(graph: ir.Graph, rec: Recurrence, b: Builder) -> None:
-    f = rec.forms
-    key = {k[4:]: v for k, v in f.items() if k.startswith("key:")}
-    at = rec.loop  # every new node goes before it
-    trip = rec.loop.inputs[0]
-    trip_1d = b.add_before(at, "Reshape", [trip, _ints(b, [1], "shape1")], "loop")[0] \
-        if trip is not None else None
+    """Build the WaveRNNLoop op before the Loop and let it take over the Loop's output."""
+    operands = _Operands(rec, b)
+    inputs = [*operands.per_step_sources(), *operands.weights(), operands.driver()]
+    sampler = {"sampler": rec.sampler.kind} if rec.sampler is not None and rec.sampler.kind != "inverse_cdf" else {}
+    (out,) = b.add_before(rec.loop, "WaveRNNLoop", inputs, "loop", domain=DOMAIN,
+                          mode=rec.mode, teacher_forced=int(rec.teacher_forced), **sampler)
+    old = rec.loop.outputs[rec.output_index]
+    out.type = ir.TensorType(ir.DataType.FLOAT)
+    out.shape = old.shape
+    name = old.name
+    old.replace_all_uses_with(out, replace_graph_outputs=True)
+    graph.remove(rec.loop, safe=False)
+    out.name = name
 
-    def time_rows() -> ir.Value:
-        """Any [T, B, ...] tensor of the loop: the driver, else the first per-step source."""
+
+class _Operands:
+    """The op's inputs from the recurrence's linear forms; new nodes go before the Loop."""
+
+    def __init__(self, rec: Recurrence, b: Builder) -> None:
+        self.rec, self.b, self.at = rec, b, rec.loop
+        self.key = {k[4:]: v for k, v in rec.forms.items() if k.startswith("key:")}
+        trip = rec.loop.inputs[0]
+        self.trip_1d = b.add_before(self.at, "Reshape", [trip, _ints(b, [1], "shape1")], "loop")[0] \
+            if trip is not None else None
+
+    def per_step_sources(self) -> list[ir.Value]:
+        """gi1, gi2, f1, f2: everything that does not depend on the recurrent state, [T, B, n]."""
+        f = self.rec.forms
+        return [self.per_step([f["r1"], f["z1"], f["a1"]], "rnn1"),
+                self.per_step([f["r2"], f["z2"], f["a2"]], "rnn2"),
+                self.per_step([f["f1"]], "fc1"),
+                self.per_step([f["f2"]], "fc2")]
+
+    def weights(self) -> list[ir.Value]:
+        """u1, u2, u3 (the sample's columns), then the recurrent and dense matrices and biases."""
+        f, hidden, fc, term = self.rec.forms, self.rec.hidden, self.rec.fc, self.term
+        b = self.b
+        gates1, gates2 = [f["r1"], f["z1"], f["a1"]], [f["r2"], f["z2"], f["a2"]]
+        hidden1, hidden2 = [f["r1"], f["z1"], f["b1"]], [f["r2"], f["z2"], f["b2"]]
+        zeros = np.zeros(2 * hidden)
+        return [
+            _floats(b, np.concatenate([term(g, "s", 1) for g in gates1], axis=1)[0], "u1"),
+            _floats(b, np.concatenate([term(g, "s", 1) for g in gates2], axis=1)[0], "u2"),
+            _floats(b, term(f["f1"], "s", 1)[0], "u3"),
+            _floats(b, np.concatenate([term(g, "h1", hidden) for g in hidden1], axis=1).T, "W_hh1"),
+            _floats(b, np.concatenate([zeros, f["b1"].const]), "b_hh1"),
+            _floats(b, np.concatenate([term(g, "h1o", hidden) for g in gates2], axis=1).T, "W_x2"),
+            _floats(b, np.concatenate([term(g, "h2", hidden) for g in hidden2], axis=1).T, "W_hh2"),
+            _floats(b, np.concatenate([zeros, f["b2"].const]), "b_hh2"),
+            _floats(b, term(f["f1"], "h1o", hidden).T, "W_fc1"),
+            _floats(b, term(f["f2"], "t1", fc).T, "W_fc2"),
+            _floats(b, term(f["logits"], "t2", fc).T, "W_fc3"),
+            _floats(b, f["logits"].const, "b_fc3"),
+        ]
+
+    def driver(self) -> ir.Value:
+        """The op's last input: the noise (free-running) or the previous samples (teacher-forced)."""
+        rec, b, at = self.rec, self.b, self.at
         if rec.driver is not None:
-            return _time_major(b, at, rec.driver[0], rec.driver[1], trip_1d)
-        outer, axis = next(iter(rec.step_tensors.values()))
-        return _time_major(b, at, outer, axis, trip_1d)
+            value = _time_major(b, at, rec.driver[0], rec.driver[1], self.trip_1d)
+            return value if rec.sampler is None else _op_noise(b, at, value, rec.sampler)
+        # Argmax reads no noise: the op's noise is [T, B, 0]. Teacher-forced with the
+        # previous sample already folded into the per-step tensors: u1..u3 are zero, so
+        # the op's s may be anything; give it zeros [T, B].
+        shape = b.add_before(at, "Shape", [self.time_rows()], "loop", start=0, end=2)[0]
+        if rec.sampler is not None:
+            shape = b.add_before(at, "Concat", [shape, _ints(b, [0], "no_columns")], "loop", axis=0)[0]
+        return b.add_before(at, "ConstantOfShape", [shape], "loop", value=ir.tensor([0.0], dtype=ir.DataType.FLOAT))[0]
 
-    def per_step(forms: list[LinearForm], module: str) -> ir.Value:
+    def time_rows(self) -> ir.Value:
+        """Any [T, B, ...] tensor of the loop: the driver, else the first per-step source."""
+        rec = self.rec
+        outer, axis = rec.driver if rec.driver is not None else next(iter(rec.step_tensors.values()))
+        return _time_major(self.b, self.at, outer, axis, self.trip_1d)
+
+    def per_step(self, forms: list[LinearForm], module: str) -> ir.Value:
         """Σ_P P·M_P + c over the step sources P of the column-stacked forms: [T, B, n], as one
         FusedDense(P_1, ..., P_m, [M_1; ...; M_m], c): no concat and no sum materialised."""
+        b, at = self.b, self.at
         form = _hstack(forms)
         parts, blocks = [], []
-        for skey, (outer, axis) in rec.step_tensors.items():
+        for skey, (outer, axis) in self.rec.step_tensors.items():
             m = form.terms.get(skey)
             if m is None or not np.any(m):
                 continue
-            parts.append(_time_major(b, at, outer, axis, trip_1d))
+            parts.append(_time_major(b, at, outer, axis, self.trip_1d))
             blocks.append(m)
         if len(parts) == 1 and _is_identity(blocks[0]):
             # The source already is the projection (an optimized model hoisted it): no
@@ -128,61 +190,15 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence, b: Builder) -> None:
         if parts:
             return b.add_before(at, "FusedDense", [*parts, _floats(b, np.concatenate(blocks, axis=0), "W"), const],
                                 module, domain=DOMAIN, activation="none")[0]
-        shape = b.add_before(at, "Shape", [time_rows()], module, start=0, end=2)[0]
+        shape = b.add_before(at, "Shape", [self.time_rows()], module, start=0, end=2)[0]
         width = _ints(b, [form.width], "width")
         full = b.add_before(at, "Concat", [shape, width], module, axis=0)[0]
         return b.add_before(at, "Expand", [const, full], module)[0]
 
-    def term(form: LinearForm, name: str, rows: int) -> np.ndarray:
-        m = form.terms.get(key[name]) if key[name] is not None else None
+    def term(self, form: LinearForm, name: str, rows: int) -> np.ndarray:
+        """The matrix ``form`` applies to the named step value (zeros when it does not read it)."""
+        m = form.terms.get(self.key[name]) if self.key[name] is not None else None
         return np.zeros((rows, form.width)) if m is None else m
-
-    def driver() -> ir.Value:
-        if rec.driver is not None:
-            value = _time_major(b, at, rec.driver[0], rec.driver[1], trip_1d)
-            return value if rec.sampler is None else _op_noise(b, at, value, rec.sampler)
-        # Argmax reads no noise: the op's noise is [T, B, 0]. Teacher-forced with the
-        # previous sample already folded into the per-step tensors: u1..u3 are zero, so
-        # the op's s may be anything; give it zeros [T, B].
-        shape = b.add_before(at, "Shape", [time_rows()], "loop", start=0, end=2)[0]
-        if rec.sampler is not None:
-            shape = b.add_before(at, "Concat", [shape, _ints(b, [0], "no_columns")], "loop", axis=0)[0]
-        return b.add_before(at, "ConstantOfShape", [shape], "loop", value=ir.tensor([0.0], dtype=ir.DataType.FLOAT))[0]
-
-    hidden = rec.hidden
-    gates1, gates2 = [f["r1"], f["z1"], f["a1"]], [f["r2"], f["z2"], f["a2"]]
-    hidden1 = [f["r1"], f["z1"], f["b1"]]
-    hidden2 = [f["r2"], f["z2"], f["b2"]]
-    zeros = np.zeros(2 * hidden)
-    inputs = [
-        per_step(gates1, "rnn1"),
-        per_step(gates2, "rnn2"),
-        per_step([f["f1"]], "fc1"),
-        per_step([f["f2"]], "fc2"),
-        _floats(b, np.concatenate([term(g, "s", 1) for g in gates1], axis=1)[0], "u1"),
-        _floats(b, np.concatenate([term(g, "s", 1) for g in gates2], axis=1)[0], "u2"),
-        _floats(b, term(f["f1"], "s", 1)[0], "u3"),
-        _floats(b, np.concatenate([term(g, "h1", hidden) for g in hidden1], axis=1).T, "W_hh1"),
-        _floats(b, np.concatenate([zeros, f["b1"].const]), "b_hh1"),
-        _floats(b, np.concatenate([term(g, "h1o", hidden) for g in gates2], axis=1).T, "W_x2"),
-        _floats(b, np.concatenate([term(g, "h2", hidden) for g in hidden2], axis=1).T, "W_hh2"),
-        _floats(b, np.concatenate([zeros, f["b2"].const]), "b_hh2"),
-        _floats(b, term(f["f1"], "h1o", hidden).T, "W_fc1"),
-        _floats(b, term(f["f2"], "t1", rec.fc).T, "W_fc2"),
-        _floats(b, term(f["logits"], "t2", rec.fc).T, "W_fc3"),
-        _floats(b, f["logits"].const, "b_fc3"),
-        driver(),
-    ]
-    sampler = {"sampler": rec.sampler.kind} if rec.sampler is not None and rec.sampler.kind != "inverse_cdf" else {}
-    (out,) = b.add_before(at, "WaveRNNLoop", inputs, "loop", domain=DOMAIN,
-                          mode=rec.mode, teacher_forced=int(rec.teacher_forced), **sampler)
-    old = rec.loop.outputs[rec.output_index]
-    out.type = ir.TensorType(ir.DataType.FLOAT)
-    out.shape = old.shape
-    name = old.name
-    old.replace_all_uses_with(out, replace_graph_outputs=True)
-    graph.remove(rec.loop, safe=False)
-    out.name = name
 
 
 def _time_major(b: Builder, at: ir.Node, outer: ir.Value, axis: int, trip_1d) -> ir.Value:
