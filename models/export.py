@@ -9,7 +9,7 @@ traces three small modules (``modules.py``); this file joins them with onnx_ir::
                   scan output: sample [B']  ─> samples [T, B']
     samples, mels ─ post-processing ─> wave [B, (frames-1)·hop]
 
-Every node carries ``metadata_props["waveopt.module"]``: the WaveRNN module it computes
+Every node carries ``metadata_props[MODULE_KEY]`` ("waveopt.module"): the WaveRNN module it computes
 (``conditioning``, ``I``, ``rnn1``, ``rnn2``, ``fc1``, ``fc2``, ``fc3``, ``sampling``,
 ``loop``, ``postprocess``), from the exporter's name scopes; the step's glue (aux slices,
 concats) carries ``step``. Passes keep it on the nodes they create, so a profile can

@@ -13,7 +13,8 @@ import numpy as np
 import onnx_ir as ir
 
 from waveopt.graph import infer_shapes, iter_graphs, iter_proto_graphs
-from waveopt.ops import DOMAIN
+from waveopt.native_library import DOMAIN
+from waveopt.provenance import MODULE_KEY
 
 __all__ = [
     "DOMAIN",
@@ -23,7 +24,6 @@ __all__ = [
     "add_initializer",
     "constant_float64",
     "is_default_domain",
-    "remove_if_dead",
     "remove_dead_initializers",
     "replace_value",
     "Builder",
@@ -32,14 +32,11 @@ __all__ = [
     "is_onnx_op",
     "loop_bodies",
     "remove_dead",
-    "remove_unused_initializers",
+    "outputs_of",
     "dims_with",
     "set_shape",
     "int_list",
 ]
-
-MODULE_KEY = "waveopt.module"
-
 
 def is_onnx_op(node: ir.Node, *op_types: str) -> bool:
     return is_default_domain(node) and node.op_type in op_types
@@ -187,58 +184,78 @@ def _local_dims(value: ir.Value, shapes: ShapeInfo) -> list | None:
         a, b = ins
         return None if a is None or b is None or len(b) != 2 or not a else [*a[:-1], b[-1]]
     if op == "Gemm":
-        a, b = ins[0], ins[1]
-        if a is None or b is None or len(a) != 2 or len(b) != 2:
-            return None
-        return [a[1] if node.attributes.get_int("transA", 0) else a[0],
-                b[0] if node.attributes.get_int("transB", 0) else b[1]]
+        return _gemm_dims(node, ins)
     x = ins[0] if ins else None
-    if x is None:
+    rule = _AXIS_RULES.get(op)
+    return None if x is None or rule is None else rule(node, value, x, ins)
+
+
+def _gemm_dims(node: ir.Node, ins: list) -> list | None:
+    a, b = ins[0], ins[1]
+    if a is None or b is None or len(a) != 2 or len(b) != 2:
         return None
+    return [a[1] if node.attributes.get_int("transA", 0) else a[0],
+            b[0] if node.attributes.get_int("transB", 0) else b[1]]
+
+
+def _concat_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
     rank = len(x)
-    if op == "Concat":
-        axis = node.attributes.get_int("axis", 0) % rank
-        if any(d is None or len(d) != rank for d in ins):
-            return None
-        sizes = [d[axis] for d in ins]
-        return [*x[:axis], sum(sizes) if all(isinstance(s, int) for s in sizes) else None, *x[axis + 1:]]
-    if op == "Split":
-        axis = node.attributes.get_int("axis", 0) % rank
-        split = int_list(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
-        if split is None and isinstance(x[axis], int):
-            split = [x[axis] // len(node.outputs)] * len(node.outputs)
-        return None if split is None else [*x[:axis], split[value.index()], *x[axis + 1:]]
-    if op == "Slice":
-        starts, ends = int_list(node.inputs[1]), int_list(node.inputs[2])
-        axes = int_list(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else \
-            None if starts is None else list(range(len(starts)))
-        steps = int_list(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else \
-            None if starts is None else [1] * len(starts)
-        if None in (starts, ends, axes, steps):
-            return None
-        out = list(x)
-        for start, end, axis, step in zip(starts, ends, axes, steps):
-            size = x[axis % rank]
-            out[axis % rank] = len(range(size)[slice(start, end, step)]) if isinstance(size, int) else None
-        return out
-    if op in ("Unsqueeze", "Squeeze"):
-        axes = int_list(node.inputs[1]) if len(node.inputs) > 1 else None
-        if axes is None:
-            return None
-        if op == "Squeeze":
-            axes = {a % rank for a in axes}
-            return [d for i, d in enumerate(x) if i not in axes]
-        out_rank = rank + len(axes)
-        axes = {a % out_rank for a in axes}
-        rest = iter(x)
-        return [1 if i in axes else next(rest) for i in range(out_rank)]
-    if op == "Gather":
-        indices = ins[1]
-        if indices is None:
-            return None
-        axis = node.attributes.get_int("axis", 0) % rank
-        return [*x[:axis], *indices, *x[axis + 1:]]
-    return None
+    axis = node.attributes.get_int("axis", 0) % rank
+    if any(d is None or len(d) != rank for d in ins):
+        return None
+    sizes = [d[axis] for d in ins]
+    return [*x[:axis], sum(sizes) if all(isinstance(s, int) for s in sizes) else None, *x[axis + 1:]]
+
+
+def _split_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
+    axis = node.attributes.get_int("axis", 0) % len(x)
+    split = int_list(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    if split is None and isinstance(x[axis], int):
+        split = [x[axis] // len(node.outputs)] * len(node.outputs)
+    return None if split is None else [*x[:axis], split[value.index()], *x[axis + 1:]]
+
+
+def _slice_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
+    rank = len(x)
+    starts, ends = int_list(node.inputs[1]), int_list(node.inputs[2])
+    axes = int_list(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else \
+        None if starts is None else list(range(len(starts)))
+    steps = int_list(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else \
+        None if starts is None else [1] * len(starts)
+    if None in (starts, ends, axes, steps):
+        return None
+    out = list(x)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        size = x[axis % rank]
+        out[axis % rank] = len(range(size)[slice(start, end, step)]) if isinstance(size, int) else None
+    return out
+
+
+def _squeeze_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
+    rank = len(x)
+    axes = int_list(node.inputs[1]) if len(node.inputs) > 1 else None
+    if axes is None:
+        return None
+    if node.op_type == "Squeeze":
+        axes = {a % rank for a in axes}
+        return [d for i, d in enumerate(x) if i not in axes]
+    out_rank = rank + len(axes)
+    axes = {a % out_rank for a in axes}
+    rest = iter(x)
+    return [1 if i in axes else next(rest) for i in range(out_rank)]
+
+
+def _gather_dims(node: ir.Node, value: ir.Value, x: list, ins: list) -> list | None:
+    indices = ins[1]
+    if indices is None:
+        return None
+    axis = node.attributes.get_int("axis", 0) % len(x)
+    return [*x[:axis], *indices, *x[axis + 1:]]
+
+
+# Ops whose output dims follow from the first input's (x) along an axis: (node, value, x, ins) -> dims.
+_AXIS_RULES = {"Concat": _concat_dims, "Split": _split_dims, "Slice": _slice_dims,
+               "Unsqueeze": _squeeze_dims, "Squeeze": _squeeze_dims, "Gather": _gather_dims}
 
 
 def _broadcast(all_dims: list[list]) -> list:
@@ -262,22 +279,15 @@ def _broadcast(all_dims: list[list]) -> list:
 class Builder:
     """Creates nodes and initializers with model-wide unique names.
 
-    New nodes carry the ``waveopt.module`` of the node they stand for (``like``).
-    Initializers go to the main graph, where every subgraph can read them; identical
-    arrays are stored once.
+    New nodes carry the ``waveopt.module`` of the node they stand for (``like``), or the
+    one named (``module``). Initializers go to the main graph, where every subgraph can
+    read them; identical arrays are stored once.
     """
 
     def __init__(self, model: ir.Model, prefix: str) -> None:
         self.model = model
         self.prefix = prefix
-        self._names: set[str] = set()
-        for graph in iter_graphs(model.graph):
-            self._names.update(graph.initializers)
-            self._names.update(v.name for v in graph.inputs if v.name)
-            for node in graph:
-                if node.name:
-                    self._names.add(node.name)
-                self._names.update(v.name for v in node.outputs if v.name)
+        self._names = Names(model)
         self._counter = 0
         self._constants: dict[tuple, ir.Value] = {}
 
@@ -286,23 +296,28 @@ class Builder:
         while True:
             self._counter += 1
             name = f"{base}_{self._counter}"
-            if name not in self._names:
-                self._names.add(name)
+            if self._names.claim(name):
                 return name
 
     def node(self, op_type: str, inputs: Sequence[ir.Value | None], like: ir.Node | None = None,
              num_outputs: int = 1, attributes: Iterable[ir.Attr] = (), hint: str | None = None,
-             **attrs) -> ir.Node:
+             domain: str = "", module: str | None = None, **attrs) -> ir.Node:
         """A new (not yet inserted) node; ``attrs`` are converted with onnx_ir's rules."""
         all_attrs = [*attributes, *(ir.convenience.convert_attribute(k, v) for k, v in attrs.items())]
-        metadata = {}
-        if like is not None and MODULE_KEY in like.metadata_props:
-            metadata[MODULE_KEY] = like.metadata_props[MODULE_KEY]
-        node = ir.Node("", op_type, inputs, attributes=all_attrs, num_outputs=num_outputs,
-                       name=self.name(hint or op_type), metadata_props=metadata)
+        if module is None and like is not None:
+            module = like.metadata_props.get(MODULE_KEY)
+        node = ir.Node(domain, op_type, inputs, attributes=all_attrs, num_outputs=num_outputs,
+                       name=self.name(hint or op_type), metadata_props={MODULE_KEY: module} if module is not None else {})
         for out in node.outputs:
             out.name = self.name(hint or op_type)
         return node
+
+    def add_before(self, anchor: ir.Node, op_type: str, inputs: Sequence[ir.Value | None], module: str,
+                   **kwargs) -> list[ir.Value]:
+        """``node(...)`` for ``module``, inserted before ``anchor`` in its graph; its outputs."""
+        node = self.node(op_type, inputs, module=module, **kwargs)
+        anchor.graph.insert_before(anchor, node)
+        return list(node.outputs)
 
     def constant(self, array: np.ndarray, hint: str = "const") -> ir.Value:
         """An initializer of the main graph holding ``array`` (reused for equal arrays)."""
@@ -338,40 +353,6 @@ def dims_with(value: ir.Value | None, shapes: ShapeInfo) -> list | None:
     return shapes.dims(value)
 
 
-def remove_dead(graph: ir.Graph, candidates: Iterable[ir.Node]) -> int:
-    """Remove those ``candidates`` in ``graph`` whose outputs nobody reads; returns how many."""
-    pending = {n for n in candidates if n.graph is graph}
-    outputs = set(graph.outputs)
-    removed = 0
-    changed = True
-    while changed:
-        changed = False
-        for node in reversed(list(graph)):
-            if node not in pending:
-                continue
-            if any(out.uses() or out in outputs for out in node.outputs):
-                continue
-            pending.discard(node)
-            inputs = [v for v in node.inputs if v is not None]
-            graph.remove(node, safe=True)
-            removed += 1
-            changed = True
-            for v in inputs:  # producers in this graph may now be dead too
-                if v.producer() is not None and v.producer().graph is graph:
-                    pending.add(v.producer())
-    return removed
-
-
-def remove_unused_initializers(model: ir.Model, candidates: Iterable[ir.Value]) -> None:
-    """Drop those main-graph initializers among ``candidates`` that nothing reads any more."""
-    graph = model.graph
-    for value in set(candidates):
-        if (value.is_initializer() and value.graph is graph and not value.uses()
-                and not value.is_graph_input() and not value.is_graph_output()
-                and graph.initializers.get(value.name) is value):
-            graph.initializers.pop(value.name)
-
-
 def remove_dead_initializers(model: ir.Model) -> int:
     """Drop the initializers that no node reads, in the main graph and every subgraph.
 
@@ -403,11 +384,18 @@ class Names:
                     self._taken.add(node.name)
 
     def __call__(self, base: str) -> str:
+        """``base``, else the first free ``base_1``, ``base_2``, ..."""
         name, i = base, 1
-        while name in self._taken:
+        while not self.claim(name):
             name, i = f"{base}_{i}", i + 1
-        self._taken.add(name)
         return name
+
+    def claim(self, name: str) -> bool:
+        """Take ``name`` if it is free; whether it was."""
+        if name in self._taken:
+            return False
+        self._taken.add(name)
+        return True
 
 
 def add_initializer(graph: ir.Graph, names: Names, base: str, array: np.ndarray) -> ir.Value:
@@ -466,9 +454,16 @@ class Emitter:
         return add_initializer(self.root, self.names, f"{self.prefix}{base}", np.asarray(array, np.float32))
 
 
-def remove_if_dead(values: Iterable[ir.Value | None]) -> None:
-    """Remove the producers of unused values (recursively up their inputs) and unused
-    initializers. Graph inputs and outputs are never removed."""
+def remove_dead(values: Iterable[ir.Value | None]) -> int:
+    """Remove what only ``values`` kept alive; returns how many nodes went.
+
+    The one rule of every pass: a node is dead when none of its outputs is read or is a
+    graph output. Removing it may leave its inputs unread, so their producers (in any
+    graph) are tried next, and an initializer nothing reads any more is dropped. Graph
+    inputs and outputs stay, and so does a node holding a subgraph (its body's reads of
+    outer values would outlive it).
+    """
+    removed = 0
     stack = [v for v in values if v is not None]
     while stack:
         value = stack.pop()
@@ -488,7 +483,14 @@ def remove_if_dead(values: Iterable[ir.Value | None]) -> None:
             continue
         inputs = list(node.inputs)
         node.graph.remove(node, safe=True)
+        removed += 1
         stack.extend(v for v in inputs if v is not None)
+    return removed
+
+
+def outputs_of(nodes: Iterable[ir.Node]) -> list[ir.Value]:
+    """Every output of ``nodes``: what ``remove_dead`` takes to try removing them."""
+    return [out for node in nodes for out in node.outputs]
 
 
 def replace_value(old: ir.Value, new: ir.Value, names: Names) -> None:

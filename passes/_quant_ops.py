@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from waveopt.graph import iter_proto_nodes
 from waveopt.runtime import session
 
 __all__ = ["ort_loop_body_op_types", "quantize_columns"]
@@ -60,16 +61,4 @@ def ort_loop_body_op_types(model: onnx.ModelProto, level: str = "all") -> collec
                 if i == len(order) - 1:
                     raise
         optimized = onnx.load(path)
-    counts: collections.Counter = collections.Counter()
-    pending = [(optimized.graph, False)]
-    while pending:
-        graph, in_loop = pending.pop()
-        for node in graph.node:
-            if in_loop:
-                counts[node.op_type] += 1
-            for attr in node.attribute:
-                inner = in_loop or node.op_type == "Loop"
-                if attr.HasField("g"):
-                    pending.append((attr.g, inner))
-                pending.extend((g, inner) for g in attr.graphs)
-    return counts
+    return collections.Counter(node.op_type for node, in_loop in iter_proto_nodes(optimized.graph) if in_loop)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from waveopt.passes._ir import Emitter, Names, const_array, int_list, is_default_domain, remove_if_dead
+from waveopt.passes._ir import Emitter, Names, const_array, int_list, is_default_domain, remove_dead
 
 __all__ = ["narrow_unit_states"]
 
@@ -69,7 +69,7 @@ def narrow_unit_states(loop: ir.Node, root: ir.Graph, names: Names) -> int:
                 graph.outputs[graph.outputs.index(final)] = restored
                 restored.name, final.name = final.name, names(f"{final.name}_narrow")
         final.shape = ir.Shape(dims) if final.shape is not None and len(final.shape) == rank else None
-        remove_if_dead(dead)
+        remove_dead(dead)
         narrowed += 1
     return narrowed
 

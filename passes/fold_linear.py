@@ -34,8 +34,8 @@ from waveopt.passes._ir import (
     dims_with,
     is_onnx_op,
     loop_bodies,
+    outputs_of,
     remove_dead,
-    remove_unused_initializers,
     set_shape,
 )
 from waveopt.passes.base import WaveoptPass
@@ -105,17 +105,14 @@ class FoldLinearPass(WaveoptPass):
         shapes = ShapeInfo(model)
         builder = Builder(model, "fold")
         rebuilt = 0
-        old_weights: list[ir.Value] = []
         for loop, body in list(loop_bodies(model.graph)):
             folder = _Folder(LoopScope(loop, body, shapes, model_opset(model)), builder)
             count = sum(folder.try_rebuild(value) for value in folder.roots())
             if count:
-                old_weights.extend(v for n in folder.visited for v in n.inputs if v is not None and v.is_initializer())
-                remove_dead(body, folder.visited)
+                remove_dead(outputs_of(folder.visited))  # and the weights nothing reads any more
                 rebuilt += count
         if not rebuilt:
             return self.result(model)
-        remove_unused_initializers(model, old_weights)
         return self.result(model, f"rebuilt {rebuilt} linear expressions")
 
 

@@ -49,6 +49,7 @@ from waveopt.passes._ir import (
     dims_with,
     is_onnx_op,
     loop_bodies,
+    outputs_of,
     remove_dead,
     set_shape,
 )
@@ -203,9 +204,7 @@ class _Hoister:
         """Append an outer node; its outputs get the shapes of ``like``'s outputs plus the time axis."""
         attributes = [_copy_attr(a) for a in attributes]
         node = self.builder.node(op_type, inputs, like=like, num_outputs=num_outputs,
-                                 attributes=attributes, **attrs)
-        if domain:
-            node.domain = domain
+                                 attributes=attributes, domain=domain, **attrs)
         self.outer_nodes.append(node)
         first = next((v for v in inputs if v is not None), None)
         for out, body_out in zip(node.outputs, like.outputs if annotate and len(like.outputs) == num_outputs else []):
@@ -288,7 +287,7 @@ class HoistAuxProjectionsPass(WaveoptPass):
             loop.graph.insert_before(loop, hoister.outer_nodes)
             for value, whole in zip(roots, wholes):
                 _replace_in_body(scope, builder, value, whole)
-            moved += remove_dead(body, hoister.body_nodes)
+            moved += remove_dead(outputs_of(hoister.body_nodes))
             hoisted += len(roots)
             loops += 1
         if not hoisted:

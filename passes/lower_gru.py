@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from waveopt.passes._analysis.const_eval import constant_value
 from waveopt.passes._ir import (
-    Emitter, Names, const_array, int_list, is_default_domain, remove_if_dead, replace_value,
+    Emitter, Names, const_array, int_list, is_default_domain, remove_dead, replace_value,
 )
 from waveopt.passes._unit_states import narrow_unit_states
 from waveopt.passes.base import WaveoptPass
@@ -260,65 +260,86 @@ def _gates(array: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _lower(node: ir.Node, plan: _Plan, root: ir.Graph, names: Names) -> None:
-    graph = node.graph
-    hidden = plan.hidden
+    """Replace the GRU ``node`` by its one step, built before it, and drop what it read alone."""
     base = f"{node.name or 'gru'}/"
-    emit = Emitter(graph, names, root, dict(node.metadata_props), anchor=node, prefix=base)
-    seq_axis = 1 if plan.layout else 0
-    dir_axis = 1 if plan.layout else 0
+    emit = Emitter(node.graph, names, root, dict(node.metadata_props), anchor=node, prefix=base)
+    x, h = _step_inputs(plan, emit)
+    h_new, gi, gh = _cell(plan, emit, x, h)
+    _annotate(emit, x, {gi: 3 * plan.hidden, gh: (3 if plan.lbr else 2) * plan.hidden}, plan.hidden)
+    bypassed = _rewire_outputs(node, plan, emit, names, h_new)
+    old_inputs = [v for v in node.inputs if v is not None]
+    node.graph.remove(node, safe=True)
+    remove_dead([*old_inputs, *bypassed])
 
+
+def _step_inputs(plan: _Plan, emit: Emitter) -> tuple[ir.Value, ir.Value]:
+    """x [B, I] and h [B, H] of the one step: the sequence and direction axes squeezed (or the
+    values that had them unsqueezed), zeros when the GRU has no initial state."""
+    seq_axis = dir_axis = 1 if plan.layout else 0
     x, x_source = plan.x
     x = x_source if x_source is not None else emit.one("Squeeze", [x, emit.ints([seq_axis])], "x")
     if plan.h is None:
         batch = emit.one("Shape", [x], "batch", start=0, end=1)
-        shape = emit.one("Concat", [batch, emit.ints([hidden])], "h0_shape", axis=0)
-        h = emit.one("ConstantOfShape", [shape], "h0", value=ir.tensor(np.zeros(1, np.float32)))
-    else:
-        h, h_source = plan.h
-        h = h_source if h_source is not None else emit.one("Squeeze", [h, emit.ints([dir_axis])], "h")
+        shape = emit.one("Concat", [batch, emit.ints([plan.hidden])], "h0_shape", axis=0)
+        return x, emit.one("ConstantOfShape", [shape], "h0", value=ir.tensor(np.zeros(1, np.float32)))
+    h, h_source = plan.h
+    return x, h_source if h_source is not None else emit.one("Squeeze", [h, emit.ints([dir_axis])], "h")
 
+
+def _cell(plan: _Plan, emit: Emitter, x: ir.Value, h: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """The GRU cell in standard ops: (h', the input projection gi, the recurrent projection gh)."""
+    hidden, has_b = plan.hidden, plan.b is not None
     w_r, w_z, w_n = _gates(plan.w, hidden)
     r_r, r_z, r_n = _gates(plan.r, hidden)
-    if plan.b is not None:
+    if has_b:
         wb_r, wb_z, wb_n = _gates(plan.b[:3 * hidden], hidden)
         rb_r, rb_z, rb_n = _gates(plan.b[3 * hidden:], hidden)
-
-    def gemm(a, weight, bias, name):
-        inputs = [a, emit.weight(weight, f"{name}_weight")]
-        if bias is not None:
-            inputs.append(emit.weight(bias, f"{name}_bias"))
-        return emit.one("Gemm", inputs, name, transB=1)
-
-    has_b = plan.b is not None
-    gi = gemm(x, np.concatenate([w_r, w_z, w_n]), np.concatenate([wb_r, wb_z, wb_n]) if has_b else None, "gemm_ih")
+    gi = _gemm(emit, x, np.concatenate([w_r, w_z, w_n]), np.concatenate([wb_r, wb_z, wb_n]) if has_b else None,
+               "gemm_ih")
     i_r, i_z, i_n = emit.op("Split", [gi], 3, "split_ih", axis=1, num_outputs=3)
     if plan.lbr:
-        gh = gemm(h, np.concatenate([r_r, r_z, r_n]), np.concatenate([rb_r, rb_z, rb_n]) if has_b else None,
-                  "gemm_hh")
+        gh = _gemm(emit, h, np.concatenate([r_r, r_z, r_n]), np.concatenate([rb_r, rb_z, rb_n]) if has_b else None,
+                   "gemm_hh")
         h_r, h_z, h_n = emit.op("Split", [gh], 3, "split_hh", axis=1, num_outputs=3)
     else:
-        gh = gemm(h, np.concatenate([r_r, r_z]), np.concatenate([rb_r, rb_z]) if has_b else None, "gemm_hh")
+        gh = _gemm(emit, h, np.concatenate([r_r, r_z]), np.concatenate([rb_r, rb_z]) if has_b else None, "gemm_hh")
         h_r, h_z = emit.op("Split", [gh], 2, "split_hh", axis=1, num_outputs=2)
     r = emit.one("Sigmoid", [emit.one("Add", [h_r, i_r], "r_pre")], "r")
     z = emit.one("Sigmoid", [emit.one("Add", [h_z, i_z], "z_pre")], "z")
     if plan.lbr:
         n_pre = emit.one("Add", [i_n, emit.one("Mul", [h_n, r], "r_h_n")], "n_pre")
     else:
-        h_n = gemm(emit.one("Mul", [r, h], "r_h"), r_n, rb_n if has_b else None, "gemm_hn")
+        h_n = _gemm(emit, emit.one("Mul", [r, h], "r_h"), r_n, rb_n if has_b else None, "gemm_hn")
         n_pre = emit.one("Add", [i_n, h_n], "n_pre")
     n = emit.one("Tanh", [n_pre], "n")
     h_minus_n = emit.one("Sub", [h, n], "h_minus_n")
     h_new = emit.one("Add", [emit.one("Mul", [h_minus_n, z], "z_h_minus_n"), n], "h_new")
+    return h_new, gi, gh
+
+
+def _gemm(emit: Emitter, a: ir.Value, weight: np.ndarray, bias: np.ndarray | None, name: str) -> ir.Value:
+    inputs = [a, emit.weight(weight, f"{name}_weight")]
+    if bias is not None:
+        inputs.append(emit.weight(bias, f"{name}_bias"))
+    return emit.one("Gemm", inputs, name, transB=1)
+
+
+def _annotate(emit: Emitter, x: ir.Value, widths: dict[ir.Value, int], hidden: int) -> None:
+    """Float [B, width] on the cell's values (``hidden`` wide unless ``widths`` says otherwise)."""
     batch = x.shape[0] if x.shape is not None and len(x.shape) == 2 else None
-    widths = {gi: 3 * hidden, gh: (3 if plan.lbr else 2) * hidden}
     for value in (o for n in emit.nodes if n.op_type not in ("Shape", "Concat", "Squeeze") for o in n.outputs):
         if value.const_value is None:
             value.type = ir.TensorType(ir.DataType.FLOAT)
             value.shape = ir.Shape([batch, widths.get(value, hidden)])
 
-    # Y [seq, dir, B, H] (layout 1: [B, seq, dir, H]) and Y_h [dir, B, H] ([B, dir, H]).
+
+def _rewire_outputs(node: ir.Node, plan: _Plan, emit: Emitter, names: Names, h_new: ir.Value) -> list[ir.Value]:
+    """Readers of Y [seq, dir, B, H] (layout 1: [B, seq, dir, H]) and Y_h [dir, B, H] ([B, dir,
+    H]) read h' instead: directly where they only drop the unit axes (those values are
+    returned, bypassed), else through an Unsqueeze."""
+    graph, base = node.graph, emit.prefix
     bypassed = []
-    for index, axes, rank in ((0, [1, 2] if plan.layout else [0, 1], 4), (1, [dir_axis], 3)):
+    for index, axes, rank in ((0, [1, 2] if plan.layout else [0, 1], 4), (1, [1 if plan.layout else 0], 3)):
         if len(node.outputs) <= index:
             continue
         old = node.outputs[index]
@@ -332,6 +353,4 @@ def _lower(node: ir.Node, plan: _Plan, root: ir.Graph, names: Names) -> None:
             restored.outputs[0].name = names(f"{base}y{index}")
             graph.insert_after(node, restored)
             replace_value(old, restored.outputs[0], names)
-    old_inputs = [v for v in node.inputs if v is not None]
-    graph.remove(node, safe=True)
-    remove_if_dead([*old_inputs, *bypassed])
+    return bypassed

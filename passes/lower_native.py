@@ -37,7 +37,7 @@ from waveopt.graph import infer_shapes
 from waveopt.passes._analysis.linear_forms import LinearForm
 from waveopt.passes._analysis.recurrence import NotRecognised, Recurrence, match_wavernn_loop
 from waveopt.passes._analysis.sampler import SamplerMatch
-from waveopt.passes._ir import DOMAIN, MODULE_KEY, constant_float64
+from waveopt.passes._ir import DOMAIN, MODULE_KEY, Builder, constant_float64
 from waveopt.passes.base import WaveoptPass
 
 __all__ = ["LowerNativePass"]
@@ -60,11 +60,11 @@ class LowerNativePass(WaveoptPass):
             except NotRecognised as exc:
                 reasons.append(str(exc))
                 continue
-            _replace_loop(work.graph, recurrence)
+            _replace_loop(work.graph, recurrence, Builder(work, "native"))
             lowered += 1
             if recurrence.sampler is not None:
                 samplers.append(recurrence.sampler.describe())
-        dense = _lower_dense(work.graph)
+        dense = _lower_dense(work.graph, Builder(work, "fused_dense"))
         if not lowered and not dense:
             return self.result(model, note="; ".join(reasons) or "no WaveRNN Loop or concat-matmul")
         ir.passes.common.RemoveUnusedNodesPass()(work)
@@ -93,116 +93,13 @@ def _check_outputs_unused(rec: Recurrence) -> None:
 
 
 # --- building the op ----------------------------------------------------------------------
-class _Builder:
-    """Appends nodes before the Loop, tagging them with a module name."""
-
-    def __init__(self, graph: ir.Graph, anchor: ir.Node, prefix: str, first: int = 0):
-        self.graph, self.anchor, self.prefix, self.count = graph, anchor, prefix, first
-
-    def node(self, op, inputs, module, domain="", num_outputs=1, **attrs) -> list[ir.Value]:
-        self.count += 1
-        node = ir.Node(domain, op, inputs,
-                       attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
-                       num_outputs=num_outputs, name=f"{self.prefix}/{op}_{self.count}",
-                       metadata_props={MODULE_KEY: module})
-        for i, out in enumerate(node.outputs):
-            out.name = f"{self.prefix}/{op}_{self.count}_{i}"
-        self.graph.insert_before(self.anchor, node)
-        return list(node.outputs)
-
-    def const(self, array: np.ndarray, label: str, dtype=np.float32) -> ir.Value:
-        self.count += 1
-        name = f"{self.prefix}/{label}_{self.count}"
-        value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array, dtype=dtype), name=name))
-        value.shape = ir.Shape(list(np.shape(array)))
-        value.type = ir.TensorType(ir.DataType.FLOAT if dtype == np.float32 else ir.DataType.INT64)
-        self.graph.register_initializer(value)
-        return value
-
-
-def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
-    f = rec.forms
-    key = {k[4:]: v for k, v in f.items() if k.startswith("key:")}
-    b = _Builder(graph, rec.loop, "native")
-    trip = rec.loop.inputs[0]
-    trip_1d = b.node("Reshape", [trip, b.const(np.array([1]), "shape1", np.int64)], "loop")[0] \
-        if trip is not None else None
-
-    def time_rows() -> ir.Value:
-        """Any [T, B, ...] tensor of the loop: the driver, else the first per-step source."""
-        if rec.driver is not None:
-            return _time_major(b, rec.driver[0], rec.driver[1], trip_1d)
-        outer, axis = next(iter(rec.step_tensors.values()))
-        return _time_major(b, outer, axis, trip_1d)
-
-    def per_step(forms: list[LinearForm], module: str) -> ir.Value:
-        """Σ_P P·M_P + c over the step sources P of the column-stacked forms: [T, B, n], as one
-        FusedDense(P_1, ..., P_m, [M_1; ...; M_m], c): no concat and no sum materialised."""
-        form = _hstack(forms)
-        parts, blocks = [], []
-        for skey, (outer, axis) in rec.step_tensors.items():
-            m = form.terms.get(skey)
-            if m is None or not np.any(m):
-                continue
-            parts.append(_time_major(b, outer, axis, trip_1d))
-            blocks.append(m)
-        if len(parts) == 1 and _is_identity(blocks[0]):
-            # The source already is the projection (an optimized model hoisted it): no
-            # FusedDense with an identity matrix, which would add n·n weights.
-            return b.node("Add", [parts[0], b.const(form.const, "bias")], module)[0] \
-                if np.any(form.const) else parts[0]
-        const = b.const(form.const, "bias")
-        if parts:
-            return b.node("FusedDense", [*parts, b.const(np.concatenate(blocks, axis=0), "W"), const], module,
-                          domain=DOMAIN, activation="none")[0]
-        shape = b.node("Shape", [time_rows()], module, start=0, end=2)[0]
-        width = b.const(np.array([form.width]), "width", np.int64)
-        full = b.node("Concat", [shape, width], module, axis=0)[0]
-        return b.node("Expand", [const, full], module)[0]
-
-    def term(form: LinearForm, name: str, rows: int) -> np.ndarray:
-        m = form.terms.get(key[name]) if key[name] is not None else None
-        return np.zeros((rows, form.width)) if m is None else m
-
-    def driver() -> ir.Value:
-        if rec.driver is not None:
-            value = _time_major(b, rec.driver[0], rec.driver[1], trip_1d)
-            return value if rec.sampler is None else _op_noise(b, value, rec.sampler)
-        # Argmax reads no noise: the op's noise is [T, B, 0]. Teacher-forced with the
-        # previous sample already folded into the per-step tensors: u1..u3 are zero, so
-        # the op's s may be anything; give it zeros [T, B].
-        shape = b.node("Shape", [time_rows()], "loop", start=0, end=2)[0]
-        if rec.sampler is not None:
-            shape = b.node("Concat", [shape, b.const(np.array([0]), "no_columns", np.int64)], "loop", axis=0)[0]
-        return b.node("ConstantOfShape", [shape], "loop", value=ir.tensor([0.0], dtype=ir.DataType.FLOAT))[0]
-
-    hidden = rec.hidden
-    gates1, gates2 = [f["r1"], f["z1"], f["a1"]], [f["r2"], f["z2"], f["a2"]]
-    hidden1 = [f["r1"], f["z1"], f["b1"]]
-    hidden2 = [f["r2"], f["z2"], f["b2"]]
-    zeros = np.zeros(2 * hidden)
-    inputs = [
-        per_step(gates1, "rnn1"),
-        per_step(gates2, "rnn2"),
-        per_step([f["f1"]], "fc1"),
-        per_step([f["f2"]], "fc2"),
-        b.const(np.concatenate([term(g, "s", 1) for g in gates1], axis=1)[0], "u1"),
-        b.const(np.concatenate([term(g, "s", 1) for g in gates2], axis=1)[0], "u2"),
-        b.const(term(f["f1"], "s", 1)[0], "u3"),
-        b.const(np.concatenate([term(g, "h1", hidden) for g in hidden1], axis=1).T, "W_hh1"),
-        b.const(np.concatenate([zeros, f["b1"].const]), "b_hh1"),
-        b.const(np.concatenate([term(g, "h1o", hidden) for g in gates2], axis=1).T, "W_x2"),
-        b.const(np.concatenate([term(g, "h2", hidden) for g in hidden2], axis=1).T, "W_hh2"),
-        b.const(np.concatenate([zeros, f["b2"].const]), "b_hh2"),
-        b.const(term(f["f1"], "h1o", hidden).T, "W_fc1"),
-        b.const(term(f["f2"], "t1", rec.fc).T, "W_fc2"),
-        b.const(term(f["logits"], "t2", rec.fc).T, "W_fc3"),
-        b.const(f["logits"].const, "b_fc3"),
-        driver(),
-    ]
+def _replace_loop(graph: ir.Graph, rec: Recurrence, b: Builder) -> None:
+    """Build the WaveRNNLoop op before the Loop and let it take over the Loop's output."""
+    operands = _Operands(rec, b)
+    inputs = [*operands.per_step_sources(), *operands.weights(), operands.driver()]
     sampler = {"sampler": rec.sampler.kind} if rec.sampler is not None and rec.sampler.kind != "inverse_cdf" else {}
-    (out,) = b.node("WaveRNNLoop", inputs, "loop", domain=DOMAIN,
-                    mode=rec.mode, teacher_forced=int(rec.teacher_forced), **sampler)
+    (out,) = b.add_before(rec.loop, "WaveRNNLoop", inputs, "loop", domain=DOMAIN,
+                          mode=rec.mode, teacher_forced=int(rec.teacher_forced), **sampler)
     old = rec.loop.outputs[rec.output_index]
     out.type = ir.TensorType(ir.DataType.FLOAT)
     out.shape = old.shape
@@ -212,31 +109,131 @@ def _replace_loop(graph: ir.Graph, rec: Recurrence) -> None:
     out.name = name
 
 
-def _time_major(b: _Builder, outer: ir.Value, axis: int, trip_1d) -> ir.Value:
+class _Operands:
+    """The op's inputs from the recurrence's linear forms; new nodes go before the Loop."""
+
+    def __init__(self, rec: Recurrence, b: Builder) -> None:
+        self.rec, self.b, self.at = rec, b, rec.loop
+        self.key = {k[4:]: v for k, v in rec.forms.items() if k.startswith("key:")}
+        trip = rec.loop.inputs[0]
+        self.trip_1d = b.add_before(self.at, "Reshape", [trip, _ints(b, [1], "shape1")], "loop")[0] \
+            if trip is not None else None
+
+    def per_step_sources(self) -> list[ir.Value]:
+        """gi1, gi2, f1, f2: everything that does not depend on the recurrent state, [T, B, n]."""
+        f = self.rec.forms
+        return [self.per_step([f["r1"], f["z1"], f["a1"]], "rnn1"),
+                self.per_step([f["r2"], f["z2"], f["a2"]], "rnn2"),
+                self.per_step([f["f1"]], "fc1"),
+                self.per_step([f["f2"]], "fc2")]
+
+    def weights(self) -> list[ir.Value]:
+        """u1, u2, u3 (the sample's columns), then the recurrent and dense matrices and biases."""
+        f, hidden, fc, term = self.rec.forms, self.rec.hidden, self.rec.fc, self.term
+        b = self.b
+        gates1, gates2 = [f["r1"], f["z1"], f["a1"]], [f["r2"], f["z2"], f["a2"]]
+        hidden1, hidden2 = [f["r1"], f["z1"], f["b1"]], [f["r2"], f["z2"], f["b2"]]
+        zeros = np.zeros(2 * hidden)
+        return [
+            _floats(b, np.concatenate([term(g, "s", 1) for g in gates1], axis=1)[0], "u1"),
+            _floats(b, np.concatenate([term(g, "s", 1) for g in gates2], axis=1)[0], "u2"),
+            _floats(b, term(f["f1"], "s", 1)[0], "u3"),
+            _floats(b, np.concatenate([term(g, "h1", hidden) for g in hidden1], axis=1).T, "W_hh1"),
+            _floats(b, np.concatenate([zeros, f["b1"].const]), "b_hh1"),
+            _floats(b, np.concatenate([term(g, "h1o", hidden) for g in gates2], axis=1).T, "W_x2"),
+            _floats(b, np.concatenate([term(g, "h2", hidden) for g in hidden2], axis=1).T, "W_hh2"),
+            _floats(b, np.concatenate([zeros, f["b2"].const]), "b_hh2"),
+            _floats(b, term(f["f1"], "h1o", hidden).T, "W_fc1"),
+            _floats(b, term(f["f2"], "t1", fc).T, "W_fc2"),
+            _floats(b, term(f["logits"], "t2", fc).T, "W_fc3"),
+            _floats(b, f["logits"].const, "b_fc3"),
+        ]
+
+    def driver(self) -> ir.Value:
+        """The op's last input: the noise (free-running) or the previous samples (teacher-forced)."""
+        rec, b, at = self.rec, self.b, self.at
+        if rec.driver is not None:
+            value = _time_major(b, at, rec.driver[0], rec.driver[1], self.trip_1d)
+            return value if rec.sampler is None else _op_noise(b, at, value, rec.sampler)
+        # Argmax reads no noise: the op's noise is [T, B, 0]. Teacher-forced with the
+        # previous sample already folded into the per-step tensors: u1..u3 are zero, so
+        # the op's s may be anything; give it zeros [T, B].
+        shape = b.add_before(at, "Shape", [self.time_rows()], "loop", start=0, end=2)[0]
+        if rec.sampler is not None:
+            shape = b.add_before(at, "Concat", [shape, _ints(b, [0], "no_columns")], "loop", axis=0)[0]
+        return b.add_before(at, "ConstantOfShape", [shape], "loop", value=ir.tensor([0.0], dtype=ir.DataType.FLOAT))[0]
+
+    def time_rows(self) -> ir.Value:
+        """Any [T, B, ...] tensor of the loop: the driver, else the first per-step source."""
+        rec = self.rec
+        outer, axis = rec.driver if rec.driver is not None else next(iter(rec.step_tensors.values()))
+        return _time_major(self.b, self.at, outer, axis, self.trip_1d)
+
+    def per_step(self, forms: list[LinearForm], module: str) -> ir.Value:
+        """Σ_P P·M_P + c over the step sources P of the column-stacked forms: [T, B, n], as one
+        FusedDense(P_1, ..., P_m, [M_1; ...; M_m], c): no concat and no sum materialised."""
+        b, at = self.b, self.at
+        form = _hstack(forms)
+        parts, blocks = [], []
+        for skey, (outer, axis) in self.rec.step_tensors.items():
+            m = form.terms.get(skey)
+            if m is None or not np.any(m):
+                continue
+            parts.append(_time_major(b, at, outer, axis, self.trip_1d))
+            blocks.append(m)
+        if len(parts) == 1 and _is_identity(blocks[0]):
+            # The source already is the projection (an optimized model hoisted it): no
+            # FusedDense with an identity matrix, which would add n·n weights.
+            return b.add_before(at, "Add", [parts[0], _floats(b, form.const, "bias")], module)[0] \
+                if np.any(form.const) else parts[0]
+        const = _floats(b, form.const, "bias")
+        if parts:
+            return b.add_before(at, "FusedDense", [*parts, _floats(b, np.concatenate(blocks, axis=0), "W"), const],
+                                module, domain=DOMAIN, activation="none")[0]
+        shape = b.add_before(at, "Shape", [self.time_rows()], module, start=0, end=2)[0]
+        width = _ints(b, [form.width], "width")
+        full = b.add_before(at, "Concat", [shape, width], module, axis=0)[0]
+        return b.add_before(at, "Expand", [const, full], module)[0]
+
+    def term(self, form: LinearForm, name: str, rows: int) -> np.ndarray:
+        """The matrix ``form`` applies to the named step value (zeros when it does not read it)."""
+        m = form.terms.get(self.key[name]) if self.key[name] is not None else None
+        return np.zeros((rows, form.width)) if m is None else m
+
+
+def _time_major(b: Builder, at: ir.Node, outer: ir.Value, axis: int, trip_1d) -> ir.Value:
     """The outer per-step tensor as [T, B, ...], cut to the Loop's trip count."""
     value = outer
     if axis == 1:
         perm = [1, 0] + list(range(2, len(outer.shape))) if outer.shape is not None else [1, 0, 2]
-        value = b.node("Transpose", [value], "loop", perm=perm)[0]
+        value = b.add_before(at, "Transpose", [value], "loop", perm=perm)[0]
     if trip_1d is not None:
-        value = b.node("Slice", [value, b.const(np.array([0]), "start", np.int64), trip_1d,
-                                 b.const(np.array([0]), "axis", np.int64)], "loop")[0]
+        value = b.add_before(at, "Slice", [value, _ints(b, [0], "start"), trip_1d, _ints(b, [0], "axis")],
+                             "loop")[0]
     return value
+
+
+def _floats(b: Builder, array, hint: str) -> ir.Value:
+    return b.constant(np.asarray(array, dtype=np.float32), hint)
+
+
+def _ints(b: Builder, values, hint: str) -> ir.Value:
+    return b.constant(np.asarray(values, dtype=np.int64), hint)
 
 
 def _is_identity(matrix: np.ndarray) -> bool:
     return matrix.shape[0] == matrix.shape[1] and np.array_equal(matrix, np.eye(matrix.shape[0]))
 
 
-def _op_noise(b: _Builder, noise: ir.Value, sampler: SamplerMatch) -> ir.Value:
+def _op_noise(b: Builder, at: ir.Node, noise: ir.Value, sampler: SamplerMatch) -> ir.Value:
     """The op's noise [T, B, C] (its uniforms, in its order) from the loop's noise [T, B] or
     [T, B, k]."""
     if sampler.columns == tuple(range(sampler.width)) or (sampler.width == 2 and sampler.columns == (0, 0)):
         return noise  # already in the op's order (RAW reads column 0 only)
     if sampler.width == 0:
-        noise = b.node("Unsqueeze", [noise, b.const(np.array([2]), "axis2", np.int64)], "loop")[0]
-    columns = b.const(np.array(sampler.columns), "noise_columns", np.int64)
-    return b.node("Gather", [noise, columns], "loop", axis=2)[0]
+        noise = b.add_before(at, "Unsqueeze", [noise, _ints(b, [2], "axis2")], "loop")[0]
+    columns = _ints(b, sampler.columns, "noise_columns")
+    return b.add_before(at, "Gather", [noise, columns], "loop", axis=2)[0]
 
 
 def _hstack(forms: list[LinearForm]) -> LinearForm:
@@ -252,20 +249,19 @@ def _hstack(forms: list[LinearForm]) -> LinearForm:
 _ACTIVATIONS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 
 
-def _lower_dense(graph: ir.Graph) -> int:
+def _lower_dense(graph: ir.Graph, b: Builder) -> int:
     """``act?(Concat(x1, ..., xn) · W + b)`` with constant W, b -> FusedDense, in the main
     graph only: a Loop left standing keeps its standard ops, for the loop passes to optimize
     as in the portable preset (a FusedDense there would hide its products from them)."""
-    count, names_used = 0, 0
+    count = 0
     for node in list(graph):
         match = _match_dense(node)
         if match is None:
             continue
         parts, weight, bias, last, activation = match
-        b = _Builder(node.graph, node, "fused_dense", first=names_used)  # names unique across graphs
         module = node.metadata_props.get(MODULE_KEY, "dense")
-        (out,) = b.node("FusedDense", [*parts, b.const(weight, "W"), b.const(bias, "b")], module,
-                        domain=DOMAIN, activation=activation)
+        (out,) = b.add_before(node, "FusedDense", [*parts, _floats(b, weight, "W"), _floats(b, bias, "b")], module,
+                              domain=DOMAIN, activation=activation)
         old = last.outputs[0]
         out.type, out.shape = old.type, old.shape
         name = old.name
@@ -273,7 +269,6 @@ def _lower_dense(graph: ir.Graph) -> int:
         out.name = name
         old.name = None
         count += 1
-        names_used = b.count
     return count
 
 

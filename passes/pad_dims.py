@@ -29,7 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from waveopt.graph import loop_nodes
-from waveopt.passes._ir import Emitter, Names, add_initializer, const_array, remove_if_dead
+from waveopt.passes._ir import MODULE_KEY, Emitter, Names, add_initializer, const_array, remove_dead
 from waveopt.passes._analysis.loop_features import LoopFeatures, shape_hints
 from waveopt.passes.base import WaveoptPass
 
@@ -216,11 +216,18 @@ class _Padding:
         return sum(w + p for _, w, p in self.layout(v))
 
     def rewrite(self, root: ir.Graph, names: Names) -> None:
-        f = self.f
         self.macs_before = self._macs()
         self._root, self._names, self._cache, dead = root, names, {}, []
+        self._relayout_modeled(dead)
+        self._unpad_loop_outputs()
+        relaid = self._relayout_entering(dead)
+        self._widen_shapes(relaid)
+        remove_dead(dead)
+        self.macs_after = self._macs()
 
-        # Weights, Split sizes and Slice bounds, while every input is still the analysed value.
+    def _relayout_modeled(self, dead: list[ir.Value]) -> None:
+        """Weights, Split sizes and Slice bounds, while every input is still the analysed value."""
+        f, names, root = self.f, self._names, self._root
         for node in [n for n in f.body if n in f.modeled]:
             emit = Emitter(f.body, names, root, _module(node), anchor=node, prefix="pad/")
             if node.op_type in ("Gemm", "MatMul"):
@@ -241,7 +248,9 @@ class _Padding:
                 node.replace_input_with(1, emit.ints([start], "start"))
                 node.replace_input_with(2, emit.ints([start + self.new_width(piece)], "end"))
 
-        # Loop outputs (final states, scan outputs) are sliced back after the Loop.
+    def _unpad_loop_outputs(self) -> None:
+        """Loop outputs (final states, scan outputs) are sliced back after the Loop."""
+        f, names, root = self.f, self._names, self._root
         for k, v in enumerate(f.body.outputs[1:]):
             if not self.padded(v):
                 continue
@@ -253,7 +262,9 @@ class _Padding:
             if out.shape is not None and len(out.shape) == f.axes[v].rank + (k >= f.n_carried):
                 out.shape = _with_last(out.shape, self.new_width(v))
 
-        # Values entering the padded layout from outside the modeled nodes.
+    def _relayout_entering(self, dead: list[ir.Value]) -> set[ir.Value]:
+        """Values entering the padded layout from outside the modeled nodes; returns them."""
+        f, names, root = self.f, self._names, self._root
         relaid = set()
         for v in list(f.axes):
             if not self.padded(v) or (f.in_body(v) and v.producer() in f.modeled):
@@ -278,13 +289,15 @@ class _Padding:
                     node.replace_input_with(index, new)
             relaid.add(v)
             dead.append(v)
+        return relaid
 
+    def _widen_shapes(self, relaid: set[ir.Value]) -> None:
+        """The padded values made in the body (or carried out of it) get their new width."""
+        f = self.f
         for v in f.axes:
             if v not in relaid and self.padded(v) and (f.in_body(v) or v in f.body.outputs) \
                     and v.shape is not None and len(v.shape) == f.axes[v].rank:
                 v.shape = _with_last(v.shape, self.new_width(v))
-        remove_if_dead(dead)
-        self.macs_after = self._macs()
 
     def _cached(self, key, make):
         if key not in self._cache:
@@ -331,7 +344,7 @@ class _Padding:
             new = add_initializer(self._root, self._names, f"pad/{base}", array)
             old = at.inputs[index]
             at.replace_input_with(index, new)
-            remove_if_dead([old])
+            remove_dead([old])
 
         padded = _pad_array(weight.T if trans else weight, layout)
         replace(node, 1, padded.T if trans else padded, node.inputs[1].name or "weight")
@@ -398,8 +411,7 @@ def _unary(op: str, x: float | None) -> float | None:
 
 
 def _module(node: ir.Node | None) -> dict[str, str]:
-    key = "waveopt.module"
-    return {key: node.metadata_props[key]} if node is not None and key in node.metadata_props else {}
+    return {MODULE_KEY: node.metadata_props[MODULE_KEY]} if node is not None and MODULE_KEY in node.metadata_props else {}
 
 
 def _with_last(shape: ir.Shape, width: int) -> ir.Shape:

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
-from waveopt.passes._ir import DOMAIN, Builder, const_array, is_onnx_op, loop_bodies, remove_if_dead
+from waveopt.passes._ir import DOMAIN, Builder, const_array, is_onnx_op, loop_bodies, remove_dead
 from waveopt.passes._quant_ops import quantize_columns
 from waveopt.passes.base import WaveoptPass
 
@@ -210,4 +210,4 @@ def _quantize_product(node: ir.Node, b: Builder, quantized_inputs: dict) -> None
     old.name = b.name("replaced")
     result.name = name  # the product keeps its name: graph outputs and readers by name see no change
     graph.remove(node, safe=True)
-    remove_if_dead([w_in, c_in])
+    remove_dead([w_in, c_in])

@@ -141,16 +141,10 @@ def _first_line(e: BaseException) -> str:
 def _canonical(model: ir.Model) -> bytes:
     """Serialized bytes, ignoring node names and value_info (they change no output)."""
     proto = ir.serde.serialize_model(model)
-    graphs = [proto.graph]
-    while graphs:
-        graph = graphs.pop()
+    for graph in iter_proto_graphs(proto.graph):
         del graph.value_info[:]
         for node in graph.node:
             node.name = ""
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    graphs.append(attr.g)
-                graphs.extend(attr.graphs)
     return proto.SerializeToString(deterministic=True)
 
 

@@ -16,6 +16,8 @@ or all hoistable (then hoist_aux_projections takes the whole product).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 
@@ -26,8 +28,8 @@ from waveopt.passes._ir import (
     dims_with,
     is_onnx_op,
     loop_bodies,
+    outputs_of,
     remove_dead,
-    remove_unused_initializers,
     set_shape,
 )
 from waveopt.passes.base import WaveoptPass
@@ -61,90 +63,120 @@ class SplitConcatMatMulPass(WaveoptPass):
         shapes = ShapeInfo(model)
         builder = Builder(model, "split")
         split = 0
-        old_weights = []
         for loop, body in list(loop_bodies(model.graph)):
             scope = LoopScope(loop, body, shapes, model_opset(model))
             dead = []
             for node in list(body):
                 if _try_split(node, scope, builder):
                     split += 1
-                    old_weights.append(node.inputs[1])
                     dead.append(node)
-            remove_dead(body, dead)  # and the Concats nobody else reads
+            remove_dead(outputs_of(dead))  # and the Concats and weights nobody else reads
         if not split:
             return self.result(model)
-        remove_unused_initializers(model, old_weights)
         return self.result(model, f"split {split} products of a Concat")
 
 
 def _try_split(node: ir.Node, scope: LoopScope, builder: Builder) -> bool:
-    if not is_onnx_op(node, "MatMul", "Gemm"):
+    split = _match(node, scope)
+    if split is None:
         return False
+    split.rewrite(builder)
+    return True
+
+
+def _match(node: ir.Node, scope: LoopScope) -> _Split | None:
+    """The split of a MatMul/Gemm (no transA, alpha = beta = 1) of a body Concat along its
+    last axis by a constant weight, when some parts are hoistable and some are not."""
+    if not is_onnx_op(node, "MatMul", "Gemm"):
+        return None
     gemm = node.op_type == "Gemm"
     attrs = node.attributes
     if gemm and (attrs.get_int("transA", 0) or attrs.get_float("alpha", 1.0) != 1.0
                  or attrs.get_float("beta", 1.0) != 1.0):
-        return False
+        return None
     trans_b = gemm and bool(attrs.get_int("transB", 0))
     weight = const_array(node.inputs[1])
     concat = node.inputs[0].producer()
     if weight is None or weight.ndim != 2 or concat is None or not is_onnx_op(concat, "Concat"):
-        return False
+        return None
     if concat.graph is not scope.body:
-        return False
+        return None
     parts = list(concat.inputs)
     widths = [scope.shapes.last_dim(p) for p in parts]
     rank = scope.shapes.rank(concat.outputs[0]) or scope.shapes.rank(parts[0])
     axis = concat.attributes.get_int("axis", 0)
     k = weight.shape[1] if trans_b else weight.shape[0]
     if None in widths or rank is None or axis not in (-1, rank - 1) or sum(widths) != k:
-        return False
+        return None
     hoistable = [scope.hoistable(p) for p in parts]
     if all(hoistable) or not any(hoistable):
-        return False
+        return None
+    return _Split(node, scope, concat, parts, widths, axis, weight, gemm, trans_b, hoistable)
 
-    offsets = np.cumsum([0, *widths])
-    new_nodes: list[ir.Node] = []
 
-    def rows_of(group):
+@dataclasses.dataclass
+class _Split:
+    """A matched product ``node`` of ``concat``'s ``parts`` and how to split it."""
+
+    node: ir.Node
+    scope: LoopScope
+    concat: ir.Node
+    parts: list[ir.Value]
+    widths: list[int]
+    axis: int
+    weight: np.ndarray
+    gemm: bool
+    trans_b: bool
+    hoistable: list[bool]
+
+    def rewrite(self, builder: Builder) -> None:
+        """y = per-step part + hoistable part (the bias goes with the hoistable one)."""
+        node, scope = self.node, self.scope
+        new_nodes: list[ir.Node] = []
+        step_part = self._product([i for i, h in enumerate(self.hoistable) if not h], False, builder, new_nodes)
+        hoist_part = self._product([i for i, h in enumerate(self.hoistable) if h], True, builder, new_nodes)
+        total = builder.node("Add", [step_part, hoist_part], like=node)
+        set_shape(total.outputs[0], dims_with(node.outputs[0], scope.shapes), like=node.outputs[0])
+        new_nodes.append(total)
+        scope.body.insert_before(node, new_nodes)
+        for new in new_nodes:
+            scope.classify(new)
+        node.outputs[0].replace_all_uses_with(total.outputs[0], replace_graph_outputs=True)
+
+    def _rows_of(self, group: list[int]) -> np.ndarray:
+        """The weight's rows (columns with transB) that multiply the ``group`` of parts."""
+        offsets = np.cumsum([0, *self.widths])
         index = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in group])
-        return weight[:, index] if trans_b else weight[index, :]
+        return self.weight[:, index] if self.trans_b else self.weight[index, :]
 
-    def operand(group):
+    def _operand(self, group: list[int], builder: Builder, new_nodes: list[ir.Node]) -> ir.Value:
+        """The ``group`` of parts: the one part, else their Concat."""
         if len(group) == 1:
-            return parts[group[0]]
-        cat = builder.node("Concat", [parts[i] for i in group], like=concat, axis=axis)
-        set_shape(cat.outputs[0], _with_last(dims_with(concat.outputs[0], scope.shapes),
-                                             int(sum(widths[i] for i in group))), like=concat.outputs[0])
+            return self.parts[group[0]]
+        concat = self.concat
+        cat = builder.node("Concat", [self.parts[i] for i in group], like=concat, axis=self.axis)
+        set_shape(cat.outputs[0], _with_last(dims_with(concat.outputs[0], self.scope.shapes),
+                                             int(sum(self.widths[i] for i in group))), like=concat.outputs[0])
         new_nodes.append(cat)
         return cat.outputs[0]
 
-    def product(group, with_bias: bool) -> ir.Value:
-        x, w = operand(group), rows_of(group)
+    def _product(self, group: list[int], with_bias: bool, builder: Builder, new_nodes: list[ir.Node]) -> ir.Value:
+        """The ``group``'s share of the product: a Mul when it is one column (rank 1)."""
+        node, trans_b = self.node, self.trans_b
+        x, w = self._operand(group, builder, new_nodes), self._rows_of(group)
         if not with_bias and w.size == (w.shape[0] if trans_b else w.shape[1]):  # K = 1: rank-1 term
             row = (w.T if trans_b else w).reshape(1, -1)
             out = builder.node("Mul", [x, builder.constant(row, "rank1")], like=node)
-        elif gemm:
+        elif self.gemm:
             inputs = [x, builder.constant(w, "weight")]
             if with_bias and len(node.inputs) > 2 and node.inputs[2] is not None:
                 inputs.append(node.inputs[2])
             out = builder.node("Gemm", inputs, like=node, transB=int(trans_b))
         else:
             out = builder.node("MatMul", [x, builder.constant(w, "weight")], like=node)
-        set_shape(out.outputs[0], dims_with(node.outputs[0], scope.shapes), like=node.outputs[0])
+        set_shape(out.outputs[0], dims_with(node.outputs[0], self.scope.shapes), like=node.outputs[0])
         new_nodes.append(out)
         return out.outputs[0]
-
-    step_part = product([i for i, h in enumerate(hoistable) if not h], with_bias=False)
-    hoist_part = product([i for i, h in enumerate(hoistable) if h], with_bias=True)
-    total = builder.node("Add", [step_part, hoist_part], like=node)
-    set_shape(total.outputs[0], dims_with(node.outputs[0], scope.shapes), like=node.outputs[0])
-    new_nodes.append(total)
-    scope.body.insert_before(node, new_nodes)
-    for new in new_nodes:
-        scope.classify(new)
-    node.outputs[0].replace_all_uses_with(total.outputs[0], replace_graph_outputs=True)
-    return True
 
 
 def _with_last(dims, last: int):

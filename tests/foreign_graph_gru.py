@@ -29,11 +29,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from waveopt.models import HParams, WaveRNN, demo_model
 from waveopt.models.wavernn import LOG_SCALE_MIN, MOL_MIXTURES
+from waveopt.provenance import MODULE_KEY
 
 __all__ = ["gru_op_loop_model", "gru_op_loop_inputs", "gru_op_loop_reference", "gru_op_wavernn"]
 
 OPSET = 18
-MODULE_KEY = "waveopt.module"
 SMALL_SIZES = dict(rnn_dims=32, fc_dims=24, res_out_dims=16, compute_dims=16, res_blocks=1,
                    upsample_factors=(4, 4), pad=1)
 

@@ -114,27 +114,10 @@ def compare_models(
     ``waveopt.sampled_outputs`` (comma-separated) and ``waveopt.noise_input``.
     """
     ref_proto = to_proto(reference)
-    metadata = {p.key: p.value for p in ref_proto.metadata_props}
-    if sampled_outputs is None:
-        sampled_outputs = [n.strip() for n in metadata.get(SAMPLED_OUTPUTS_KEY, "").split(",")]
-    sampled = [n for n in sampled_outputs if n]
-    noise_input = noise_input if noise_input is not None else metadata.get(NOISE_INPUT_KEY)
+    sampled, noise_input = _sampled_and_noise(ref_proto, sampled_outputs, noise_input)
     factory = session_factory or cpu_session
-
-    try:
-        ref_session = factory(ref_proto)
-        ref_out = _run(ref_session, inputs)
-    except WaveoptError:
-        raise
-    except Exception as e:
-        raise WaveoptError(f"the reference model failed to run: {_first_line(e)}") from e
-    for name in sampled:
-        if name not in ref_out:
-            raise WaveoptError(f"sampled output {name!r} is not an output of the model")
-    if sampled and noise_input and noise_input not in inputs:
-        raise WaveoptError(f"noise input {noise_input!r} is not among the given inputs")
-    if noise_input and noise_input in inputs:
-        check_noise(inputs[noise_input], f"input {noise_input!r}")
+    ref_session, ref_out = _run_reference(factory, ref_proto, inputs)
+    _check_request(ref_out, sampled, noise_input, inputs)
     try:
         cand_out = _run(factory(to_proto(candidate)), inputs)
     except Exception as e:
@@ -145,16 +128,8 @@ def compare_models(
     def rerun_reference(noise: np.ndarray) -> dict[str, np.ndarray]:
         return _run(ref_session, {**inputs, noise_input: noise})
 
-    records: dict[str, OutputCheck] = {}
-    tie_step: int | None = None
-    for name in sampled:
-        record, step = check_sampled(
-            name, ref_out[name], cand_out.get(name), atol,
-            inputs.get(noise_input) if noise_input else None, tie_eps, rerun_reference,
-        )
-        records[name] = record
-        if step is not None:
-            tie_step = step if tie_step is None else min(tie_step, step)
+    noise = inputs.get(noise_input) if noise_input else None
+    records, tie_step = _check_sampled_outputs(sampled, ref_out, cand_out, atol, noise, tie_eps, rerun_reference)
     for name in ref_out:
         if name in records:
             continue
@@ -164,6 +139,53 @@ def compare_models(
                 f"not compared: the run diverged after the near-tie at step {tie_step}"))
         records[name] = record
     return CheckResult([records[n] for n in ref_out], atol, rtol)
+
+
+def _sampled_and_noise(ref_proto: onnx.ModelProto, sampled_outputs: Sequence[str] | None,
+                       noise_input: str | None) -> tuple[list[str], str | None]:
+    """The sampled outputs and the noise input: as given, else from the reference's metadata."""
+    metadata = {p.key: p.value for p in ref_proto.metadata_props}
+    if sampled_outputs is None:
+        sampled_outputs = [n.strip() for n in metadata.get(SAMPLED_OUTPUTS_KEY, "").split(",")]
+    sampled = [n for n in sampled_outputs if n]
+    return sampled, noise_input if noise_input is not None else metadata.get(NOISE_INPUT_KEY)
+
+
+def _run_reference(factory: SessionFactory, ref_proto: onnx.ModelProto, inputs: Mapping[str, np.ndarray]):
+    """(the reference's session, its outputs); a reference that cannot run is the caller's error."""
+    try:
+        ref_session = factory(ref_proto)
+        return ref_session, _run(ref_session, inputs)
+    except WaveoptError:
+        raise
+    except Exception as e:
+        raise WaveoptError(f"the reference model failed to run: {_first_line(e)}") from e
+
+
+def _check_request(ref_out: Mapping[str, np.ndarray], sampled: list[str], noise_input: str | None,
+                   inputs: Mapping[str, np.ndarray]) -> None:
+    """The sampled outputs exist and the noise input is given and valid, else WaveoptError."""
+    for name in sampled:
+        if name not in ref_out:
+            raise WaveoptError(f"sampled output {name!r} is not an output of the model")
+    if sampled and noise_input and noise_input not in inputs:
+        raise WaveoptError(f"noise input {noise_input!r} is not among the given inputs")
+    if noise_input and noise_input in inputs:
+        check_noise(inputs[noise_input], f"input {noise_input!r}")
+
+
+def _check_sampled_outputs(sampled: list[str], ref_out, cand_out, atol: float, noise: np.ndarray | None,
+                           tie_eps: float, rerun_reference) -> tuple[dict[str, OutputCheck], int | None]:
+    """The sampled outputs' checks, and the first step where a near-tie made a run diverge."""
+    records: dict[str, OutputCheck] = {}
+    tie_step: int | None = None
+    for name in sampled:
+        record, step = check_sampled(name, ref_out[name], cand_out.get(name), atol, noise, tie_eps,
+                                     rerun_reference)
+        records[name] = record
+        if step is not None:
+            tie_step = step if tie_step is None else min(tie_step, step)
+    return records, tie_step
 
 
 def _run(session: ort.InferenceSession, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

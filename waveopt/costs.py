@@ -40,12 +40,10 @@ import onnx
 import onnx_ir as ir
 
 from waveopt.graph import infer_shapes, iter_graphs
+from waveopt.native_library import DOMAIN
 
 __all__ = ["Cost", "LoopInvariance", "ModuleCost", "counts_macs", "fused_dense_row", "loop_step_macs",
            "main_graph_macs", "module_costs", "node_macs", "per_sample_costs", "wavernn_loop_step"]
-
-OPS_DOMAIN = "waveopt.ops"
-
 
 @dataclasses.dataclass
 class Cost:
@@ -311,7 +309,7 @@ _QUANT_BYTES = {"int8": 1, "int16": 2}
 
 
 def is_native(node: ir.Node, op_type: str) -> bool:
-    return node.domain == OPS_DOMAIN and node.op_type == op_type
+    return node.domain == DOMAIN and node.op_type == op_type
 
 
 def wavernn_loop_step(node: ir.Node) -> dict[str, Cost]:

@@ -21,6 +21,7 @@ __all__ = [
     "iter_graphs",
     "iter_nodes",
     "iter_proto_graphs",
+    "iter_proto_nodes",
     "proto_subgraphs",
     "load_model",
     "loop_nodes",
@@ -94,13 +95,14 @@ def lowest_ir_version(model: onnx.ModelProto) -> int:
     only IR 8: the opsets decide (``onnx.helper.find_min_ir_version_for``; custom domains do not
     count). Models with local functions or element types newer than BFLOAT16 keep their version.
     """
-    if model.functions or _uses_newer_types(model.graph):
+    if model.functions or any(_uses_newer_types(g) for g in iter_proto_graphs(model.graph)):
         return model.ir_version
     needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     return min(model.ir_version, needed)
 
 
 def _uses_newer_types(graph: onnx.GraphProto) -> bool:
+    """Whether one graph, not its subgraphs, names an element type newer than BFLOAT16."""
     types = [t.data_type for t in graph.initializer]
     types += [t.values.data_type for t in graph.sparse_initializer]
     types += [v.type.tensor_type.elem_type for v in (*graph.input, *graph.output, *graph.value_info)]
@@ -109,8 +111,6 @@ def _uses_newer_types(graph: onnx.GraphProto) -> bool:
             if attr.name == "to" and attr.type == onnx.AttributeProto.INT:
                 types.append(attr.i)
             types += [t.data_type for t in (attr.t, *attr.tensors)]
-            if any(_uses_newer_types(g) for g in (attr.g, *attr.graphs)):
-                return True
     return any(t > _NEWEST_OLD_TYPE for t in types)
 
 
@@ -245,10 +245,9 @@ def _names_read_inside(node: onnx.NodeProto) -> set[str]:
     """Every name a node's subgraphs read (a superset of what they take from outside)."""
     names: set[str] = set()
     for sub in proto_subgraphs(node):
-        for inner in sub.node:
-            names.update(inner.input)
-            names.update(_names_read_inside(inner))
-        names.update(o.name for o in sub.output)
+        for graph in iter_proto_graphs(sub):
+            names.update(name for inner in graph.node for name in inner.input)
+            names.update(o.name for o in graph.output)
     return names
 
 
@@ -267,6 +266,16 @@ def iter_proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     for node in graph.node:
         for sub in proto_subgraphs(node):
             yield from iter_proto_graphs(sub)
+
+
+def iter_proto_nodes(graph: onnx.GraphProto, in_loop: bool = False) -> Iterator[tuple[onnx.NodeProto, bool]]:
+    """Yield ``(node, inside_a_loop_body)`` for every NodeProto, each node before the nodes of
+    its subgraphs (the protobuf twin of :func:`iter_nodes`)."""
+    for node in graph.node:
+        yield node, in_loop
+        enters_loop = in_loop or (node.op_type == "Loop" and node.domain in ("", "ai.onnx"))
+        for sub in proto_subgraphs(node):
+            yield from iter_proto_nodes(sub, enters_loop)
 
 
 def infer_shapes(model: onnx.ModelProto, data_prop: bool = True) -> onnx.ModelProto | None:

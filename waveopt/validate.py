@@ -32,7 +32,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from onnx import numpy_helper
 
 from waveopt.errors import InvalidModel, WaveoptError, one_line
-from waveopt.graph import load_model
+from waveopt.graph import iter_proto_graphs, load_model
 from waveopt.model_info import wavernn_info
 
 __all__ = ["load_valid_model", "validate_model", "model_problem", "processing_invalid", "check_noise"]
@@ -77,7 +77,7 @@ def model_problem(model: onnx.ModelProto) -> str:
         return f"onnx.checker: {_one_line(e)}"
     if metadata_problem:
         return metadata_problem
-    for graph in _graphs(model.graph):
+    for graph in iter_proto_graphs(model.graph):
         for node in graph.node:
             if node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
                 problem = _loop_problem(node, graph)
@@ -205,14 +205,6 @@ def _input_type_problem(value: onnx.ValueInfoProto, rank: int, fixed: dict[int, 
 
 
 # --- helpers ----------------------------------------------------------------------------------
-def _graphs(graph: onnx.GraphProto):
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _graphs(sub)
-
-
 def _field_not_utf8(message, path: str = "model") -> str:
     """The first string field that protobuf could not decode as UTF-8 (it hands out bytes)."""
     for field, value in message.ListFields():

@@ -160,6 +160,8 @@ class LoopScope:
         return self._trip_rows_memo[key]
 
     def _trip_rows(self, value: ir.Value, axis: int) -> bool:
+        """``trip_rows``' rules: a slice [0, trip) of the time axis, or an op whose rows along
+        ``axis`` are those of inputs that have trip-count rows."""
         if self.trip is None:
             return False
         if self._is_shape_of(self.trip, value, axis):
@@ -170,29 +172,9 @@ class LoopScope:
         rank = self.shapes.rank(value)
         op = node.op_type
         if op == "Slice":
-            axes = slice_axes(node, self.shapes.rank(node.inputs[0]))
-            if axes is None:
-                return False
-            if axes == [axis] and int_list(node.inputs[1]) == [0] and self._is_trip(node.inputs[2]) \
-                    and (len(node.inputs) < 5 or int_list(node.inputs[4]) in (None, [1])):
-                return True
-            return axis not in axes and self.trip_rows(node.inputs[0], axis)
+            return self._slice_rows(node, axis)
         if op in ELEMENTWISE:
-            if rank is None:
-                return False
-            carried = False
-            for v in node.inputs:
-                if v is None:
-                    continue
-                dims = self.shapes.dims(v)
-                if dims is None:
-                    return False
-                if len(dims) < rank - axis or (len(dims) == rank and dims[axis] == 1):
-                    continue  # does not reach the time axis
-                if len(dims) != rank or not self.trip_rows(v, axis):
-                    return False
-                carried = True
-            return carried
+            return rank is not None and self._elementwise_rows(node, rank, axis)
         if op == "MatMul":
             w_rank = self.shapes.rank(node.inputs[1])
             return w_rank == 2 and rank is not None and axis < rank - 1 and self.trip_rows(node.inputs[0], axis)
@@ -210,23 +192,52 @@ class LoopScope:
             g_axis = None if in_rank is None else normalize_axis(node.attributes.get_int("axis", 0), in_rank)
             return g_axis is not None and g_axis > axis and self.trip_rows(node.inputs[0], axis)
         if op in ("Unsqueeze", "Squeeze"):
-            axes = int_list(node.inputs[1]) if len(node.inputs) > 1 else None
-            in_rank = self.shapes.rank(node.inputs[0])
-            if axes is None or rank is None or in_rank is None:
-                return False
-            if op == "Unsqueeze":
-                axes = {normalize_axis(a, rank) for a in axes}
-                if axis in axes:
-                    return False
-                in_axis = axis - sum(1 for a in axes if a is not None and a < axis)
-            else:
-                axes = {normalize_axis(a, in_rank) for a in axes}
-                kept = [i for i in range(in_rank) if i not in axes]
-                in_axis = kept[axis] if axis < len(kept) else None
-            return in_axis is not None and self.trip_rows(node.inputs[0], in_axis)
+            return self._unsqueeze_rows(node, rank, axis)
         if op in ("Identity", "Cast"):
             return self.trip_rows(node.inputs[0], axis)
         return False
+
+    def _slice_rows(self, node: ir.Node, axis: int) -> bool:
+        axes = slice_axes(node, self.shapes.rank(node.inputs[0]))
+        if axes is None:
+            return False
+        if axes == [axis] and int_list(node.inputs[1]) == [0] and self._is_trip(node.inputs[2]) \
+                and (len(node.inputs) < 5 or int_list(node.inputs[4]) in (None, [1])):
+            return True
+        return axis not in axes and self.trip_rows(node.inputs[0], axis)
+
+    def _elementwise_rows(self, node: ir.Node, rank: int, axis: int) -> bool:
+        """Every input that reaches the time axis has trip-count rows, and one does."""
+        carried = False
+        for v in node.inputs:
+            if v is None:
+                continue
+            dims = self.shapes.dims(v)
+            if dims is None:
+                return False
+            if len(dims) < rank - axis or (len(dims) == rank and dims[axis] == 1):
+                continue  # does not reach the time axis
+            if len(dims) != rank or not self.trip_rows(v, axis):
+                return False
+            carried = True
+        return carried
+
+    def _unsqueeze_rows(self, node: ir.Node, rank: int | None, axis: int) -> bool:
+        """The input's rows along the axis that becomes ``axis`` (not an inserted one)."""
+        axes = int_list(node.inputs[1]) if len(node.inputs) > 1 else None
+        in_rank = self.shapes.rank(node.inputs[0])
+        if axes is None or rank is None or in_rank is None:
+            return False
+        if node.op_type == "Unsqueeze":
+            axes = {normalize_axis(a, rank) for a in axes}
+            if axis in axes:
+                return False
+            in_axis = axis - sum(1 for a in axes if a is not None and a < axis)
+        else:
+            axes = {normalize_axis(a, in_rank) for a in axes}
+            kept = [i for i in range(in_rank) if i not in axes]
+            in_axis = kept[axis] if axis < len(kept) else None
+        return in_axis is not None and self.trip_rows(node.inputs[0], in_axis)
 
     def _is_trip(self, value: ir.Value | None) -> bool:
         """Is ``value`` the trip count (possibly reshaped to 1-D)?"""

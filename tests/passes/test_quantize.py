@@ -15,8 +15,8 @@ from waveopt.graph import to_ir, to_proto
 from waveopt.model_info import example_inputs
 from waveopt.passes import QuantizePass
 from waveopt.passes import ort_loop_body_op_types
-from waveopt.passes._ir import MODULE_KEY
 from waveopt.pipeline import optimize
+from waveopt.provenance import MODULE_KEY
 
 OPSET = [helper.make_opsetid("", 18)]
 SUMMARY = "quantized {} MatMul/Gemm in Loop bodies to dynamic int8 (per-column weight scales)"

@@ -19,12 +19,13 @@ import dataclasses
 
 import onnx_ir as ir
 
-__all__ = ["MODULE_KEY", "PerStep", "adopt_graph", "take_outputs", "add_node", "const_i64",
+from waveopt.provenance import MODULE_KEY
+
+__all__ = ["PerStep", "adopt_graph", "take_outputs", "add_node", "const_i64",
            "build_step_loop", "tag_module"]
 
 FLOAT = ir.DataType.FLOAT
 INT64 = ir.DataType.INT64
-MODULE_KEY = "waveopt.module"
 
 
 def adopt_graph(source: ir.Model, target: ir.Graph, prefix: str, nodes_into: ir.Graph | None = None,

@@ -33,6 +33,7 @@ from waveopt.errors import WaveoptError
 from waveopt.graph import to_ir
 from waveopt.loop.assembly import PerStep, add_node, adopt_graph, build_step_loop, const_i64, take_outputs
 from waveopt.loop.samplers import SAMPLERS, add_sampler, needed_noise_width, sampler_mode
+from waveopt.provenance import MODULE_KEY
 
 __all__ = ["from_step", "SAMPLERS", "LAYOUTS"]
 
@@ -53,15 +54,43 @@ def from_step(step_model, conditioning_model=None, sampler: str = "raw-icdf", *,
     [T, B]; default 2, or K + 1 for ``mol-gumbel``) and ``noise_index`` where ``raw-icdf``
     reads its uniform. Raises WaveoptError when the models do not fit together.
     """
-    if sampler not in SAMPLERS:
-        raise WaveoptError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
-    if conditioning_layout not in LAYOUTS:
-        raise WaveoptError(f"unknown conditioning layout {conditioning_layout!r} (known: {', '.join(LAYOUTS)})")
+    _check_choices(sampler, conditioning_layout)
     step = _load(step_model, "step")
     cond = _load(conditioning_model, "conditioning") if conditioning_model is not None else None
     width = None if teacher_forced else needed_noise_width(sampler, noise_width)
     if width is not None and not 0 <= noise_index < max(width, 1):
         raise WaveoptError(f"noise index {noise_index} is outside a noise row of size {width}")
+    n_cond = _conditioning_inputs(step, cond)
+    sample_in = step.graph.inputs[0]
+    logits = step.graph.outputs[0]
+    classes = _static_last(logits, "the step's logits")
+    states = list(step.graph.inputs[1 + n_cond:])  # before the sampler adds its noise input
+    if not teacher_forced:
+        _append_sampler(step, sampler, logits, classes, width, noise_index, sample_in)
+
+    main = ir.Graph([], [], nodes=[], opset_imports={"": OPSET}, name="wavernn")
+    sequences = _time_major_sequences(main, step, cond, n_cond, conditioning_layout)
+    trip_count, batch = _trip_count_and_batch(main, sequences[0])
+    per_step, carried, scanned = _loop_wiring(main, sequences, states, batch, sample_in, teacher_forced, width)
+    loop = build_step_loop(main, step, trip_count, per_step=per_step, carried=carried, scanned=scanned)
+    result = loop.outputs[-1]
+    result.name = "logits" if teacher_forced else "samples"
+    result.type = ir.TensorType(FLOAT)
+    result.shape = ir.Shape(["steps", "batch", classes] if teacher_forced else ["steps", "batch"])
+    main.outputs.append(result)
+    sources = [step] if cond is None else [step, cond]
+    return _checked_model(main, sources, _metadata(sampler, teacher_forced, width))
+
+
+def _check_choices(sampler: str, conditioning_layout: str) -> None:
+    if sampler not in SAMPLERS:
+        raise WaveoptError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
+    if conditioning_layout not in LAYOUTS:
+        raise WaveoptError(f"unknown conditioning layout {conditioning_layout!r} (known: {', '.join(LAYOUTS)})")
+
+
+def _conditioning_inputs(step: ir.Model, cond: ir.Model | None) -> int:
+    """How many conditioning inputs the step has (between the previous sample and the states)."""
     n_in, n_out = len(step.graph.inputs), len(step.graph.outputs)
     n_states = n_out - 1
     n_cond = n_in - 1 - n_states
@@ -71,14 +100,13 @@ def from_step(step_model, conditioning_model=None, sampler: str = "raw-icdf", *,
     if cond is not None and len(cond.graph.outputs) != n_cond:
         raise WaveoptError(f"the conditioning model has {len(cond.graph.outputs)} outputs, the step "
                            f"{n_cond} conditioning inputs")
-    sample_in = step.graph.inputs[0]
-    logits = step.graph.outputs[0]
-    classes = _static_last(logits, "the step's logits")
-    states = list(step.graph.inputs[1 + n_cond:])
-    if not teacher_forced:
-        _append_sampler(step, sampler, logits, classes, width, noise_index, sample_in)
+    return n_cond
 
-    main = ir.Graph([], [], nodes=[], opset_imports={"": OPSET}, name="wavernn")
+
+def _time_major_sequences(main: ir.Graph, step: ir.Model, cond: ir.Model | None, n_cond: int,
+                          layout: str) -> list[ir.Value]:
+    """The conditioning sequences in ``main`` as [T, B, k]: the conditioning model's outputs,
+    else main-graph inputs in ``layout``."""
     if cond is not None:
         main.inputs.extend(adopt_graph(cond, main, "cond", module="conditioning"))
         for value in main.inputs:
@@ -90,11 +118,10 @@ def from_step(step_model, conditioning_model=None, sampler: str = "raw-icdf", *,
     else:
         sequences = []
         for value in step.graph.inputs[1:1 + n_cond]:
-            outer = ir.Value(name=value.name, type=ir.TensorType(FLOAT),
-                             shape=_layout_shape(value, conditioning_layout))
+            outer = ir.Value(name=value.name, type=ir.TensorType(FLOAT), shape=_layout_shape(value, layout))
             main.inputs.append(outer)
             sequences.append(outer)
-    perm = LAYOUTS[conditioning_layout]
+    perm = LAYOUTS[layout]
     if perm is not None:
         sequences = [add_node(main, "Transpose", [v], f"loop/cond{i}_tbc", perm=perm).outputs[0]
                      for i, v in enumerate(sequences)]
@@ -105,12 +132,25 @@ def from_step(step_model, conditioning_model=None, sampler: str = "raw-icdf", *,
         k = step_input.shape[-1] if step_input.shape is not None and step_input.shape else None
         value.shape = ir.Shape(["steps", "batch", k if isinstance(k, int) else None])
         value.type = ir.TensorType(FLOAT)
+    return sequences
 
-    shape = add_node(main, "Shape", [sequences[0]], "loop/shape").outputs[0]
+
+def _trip_count_and_batch(main: ir.Graph, sequence: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """The Loop's trip count (T, a scalar) and the batch size (1-D) of a [T, B, k] sequence."""
+    shape = add_node(main, "Shape", [sequence], "loop/shape").outputs[0]
     steps = add_node(main, "Gather", [shape, const_i64(main, "loop/i0", [0])], "loop/steps_1d").outputs[0]
     trip_count = add_node(main, "Squeeze", [steps], "loop/trip_count").outputs[0]
     batch = add_node(main, "Slice", [shape, const_i64(main, "loop/c1", [1]), const_i64(main, "loop/c2", [2])],
                      "loop/batch").outputs[0]
+    return trip_count, batch
+
+
+def _loop_wiring(main: ir.Graph, sequences: list[ir.Value], states: list[ir.Value], batch: ir.Value,
+                 sample_in: ir.Value, teacher_forced: bool, width: int | None):
+    """``build_step_loop``'s per-step inputs, carried states (zeros at first) and scanned
+    outputs: the previous sample is read from ``prev_samples`` (teacher-forced) or fed back."""
+    n_cond = len(sequences)
+    n_in, n_out = 1 + n_cond + len(states), 1 + len(states)
     per_step = {1 + i: PerStep(v, f"loop/cond{i}_t") for i, v in enumerate(sequences)}
     carried = [(1 + n_cond + i, 1 + i, _zeros(main, batch, v, f"loop/state{i}_init"), f"loop/state{i}")
                for i, v in enumerate(states)]
@@ -118,26 +158,22 @@ def from_step(step_model, conditioning_model=None, sampler: str = "raw-icdf", *,
     if teacher_forced:
         driver = _main_input(main, "prev_samples", ["steps", "batch"])
         per_step[0] = PerStep(driver, "loop/prev_t", unsqueeze_axis=1 if rank == 2 else None)
-        scanned = [0]
-    else:
-        if width is not None:
-            driver = _main_input(main, "noise", ["steps", "batch"] + ([width] if width else []))
-            per_step[n_in] = PerStep(driver, "loop/noise_t")
-        carried.insert(0, (0, n_out, _zeros(main, batch, sample_in, "loop/prev_init"), "loop/prev"))
-        scanned = [n_out + 1]
-    loop = build_step_loop(main, step, trip_count, per_step=per_step, carried=carried, scanned=scanned)
-    result = loop.outputs[-1]
-    result.name = "logits" if teacher_forced else "samples"
-    result.type = ir.TensorType(FLOAT)
-    result.shape = ir.Shape(["steps", "batch", classes] if teacher_forced else ["steps", "batch"])
-    main.outputs.append(result)
+        return per_step, carried, [0]
+    if width is not None:
+        driver = _main_input(main, "noise", ["steps", "batch"] + ([width] if width else []))
+        per_step[n_in] = PerStep(driver, "loop/noise_t")
+    carried.insert(0, (0, n_out, _zeros(main, batch, sample_in, "loop/prev_init"), "loop/prev"))
+    return per_step, carried, [n_out + 1]
 
+
+def _checked_model(main: ir.Graph, sources: list[ir.Model], metadata: dict[str, str]) -> onnx.ModelProto:
+    """The model of ``main`` with the custom opsets of ``sources``, checked by ONNX."""
     model = ir.Model(main, ir_version=onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", OPSET)]),
                      producer_name="waveopt")
-    for domain, version in {**step.opset_imports, **(cond.opset_imports if cond else {})}.items():
+    for domain, version in {k: v for m in sources for k, v in m.opset_imports.items()}.items():
         if domain not in ("", "ai.onnx"):
             model.opset_imports[domain] = version
-    model.metadata_props.update(_metadata(sampler, teacher_forced, width))
+    model.metadata_props.update(metadata)
     proto = ir.serde.serialize_model(model)
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -189,12 +225,12 @@ def _append_sampler(step: ir.Model, sampler: str, logits: ir.Value, classes: int
         axis = ir.Value(name="sampler/axis1", const_value=ir.tensor([1], dtype=ir.DataType.INT64, name="sampler/axis1"))
         graph.register_initializer(axis)
         node = ir.Node("", "Unsqueeze", [sample, axis], name="sampler/fed_back",
-                       metadata_props={"waveopt.module": "sampling"})
+                       metadata_props={MODULE_KEY: "sampling"})
         node.outputs[0].name = "sampler/fed_back"
         graph.append(node)
         fed_back = node.outputs[0]
     else:
-        node = ir.Node("", "Identity", [sample], name="sampler/fed_back", metadata_props={"waveopt.module": "sampling"})
+        node = ir.Node("", "Identity", [sample], name="sampler/fed_back", metadata_props={MODULE_KEY: "sampling"})
         node.outputs[0].name = "sampler/fed_back"
         graph.append(node)
         fed_back = node.outputs[0]

@@ -22,6 +22,8 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from waveopt.provenance import MODULE_KEY
+
 __all__ = ["SAMPLERS", "MOL_MIXTURES", "LOG_SCALE_MIN", "sampler_mode", "needed_noise_width", "add_sampler"]
 
 MOL_MIXTURES = 10
@@ -51,7 +53,7 @@ class _Nodes:
         self.count += 1
         name = f"{self.prefix}/{op}_{self.count}"
         node = ir.Node("", op, inputs, attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
-                       name=name, metadata_props={"waveopt.module": "sampling"})
+                       name=name, metadata_props={MODULE_KEY: "sampling"})
         node.outputs[0].name = name
         self.graph.append(node)
         return node.outputs[0]

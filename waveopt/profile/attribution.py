@@ -48,13 +48,13 @@ from collections.abc import Callable, Iterable
 import onnx_ir as ir
 
 from waveopt.graph import subgraphs
+from waveopt.provenance import MODULE_KEY
 
 __all__ = [
-    "MODULE_KEY", "LOOP_GLUE", "LOOP_OVERHEAD", "STEP_GLUE", "UNATTRIBUTED", "MATMUL_OPS",
+    "LOOP_GLUE", "LOOP_OVERHEAD", "STEP_GLUE", "UNATTRIBUTED", "MATMUL_OPS",
     "attribute", "map_optimized", "module_rank",
 ]
 
-MODULE_KEY = "waveopt.module"
 LOOP_GLUE = "loop glue"
 LOOP_OVERHEAD = "loop overhead"
 STEP_GLUE = "step glue"

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 import onnx
 import onnxruntime as ort
 
+from waveopt.native_library import DOMAIN
+
 __all__ = ["ENV", "STAGES", "StageTimerFile", "fused_loop_nodes", "read_stage_lines"]
 
 ENV = "WAVEOPT_STAGE_TIMERS"
@@ -28,7 +30,7 @@ STAGES = ("rnn1", "rnn2", "fc1", "fc2", "fc3", "sampling")
 
 def fused_loop_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the WaveRNNLoop nodes in the main graph (where the op is placed)."""
-    return [n.name for n in model.graph.node if n.domain == "waveopt.ops" and n.op_type == "WaveRNNLoop"]
+    return [n.name for n in model.graph.node if n.domain == DOMAIN and n.op_type == "WaveRNNLoop"]
 
 
 def read_stage_lines(path: str | os.PathLike, offset: int = 0) -> list[dict]:

@@ -34,6 +34,7 @@ import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
@@ -187,10 +188,55 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
     model = load_valid_model(path, allow_invalid)
     info = wavernn_info(model)
     feed, source = profile_inputs(model, frames, dims or {}, inputs, batch=batch)
+    notes: list[str] = []
+    graphs = _graphs(path, model, threads, notes)
+    on_event = trace.model_events(trace_pid, str(path), graphs.ran_labels) if trace is not None else None
+    times, native_timers = _timed_runs(path, graphs.named, feed, threads=threads, runs=runs, warmup=warmup,
+                                       calibrate=calibrate, on_event=on_event, configure=configure,
+                                       stage_timers=stage_timers)
+    missing = sorted(set(times.nodes) - set(graphs.ran_labels))
+    if missing:
+        notes.append(f"{len(missing)} kernel(s) not found in ORT's optimized graph, left unattributed: "
+                     + ", ".join(missing[:5]))
+    steps, sequences = _steps_and_sequences(times, graphs, native_timers, notes)
+    unit_count = runs * (steps * sequences if steps else 1)
+    profile = Profile(
+        model=str(path), kind=f"waveopt {info.mode.upper()} export" if info else "foreign graph",
+        inputs=source, feed_shapes={k: list(v.shape) for k, v in feed.items()},
+        threads=threads, runs=runs, warmup=warmup, unit="sample" if steps else "run",
+        steps_per_run=steps or 1, sequences=sequences if steps else 1,
+        wall_profiled_us=statistics.fmean(times.profiled_wall_s) * 1e6 * runs / unit_count,
+        wall_unprofiled_us=min(times.unprofiled_wall_s) * 1e6 * runs / unit_count,
+        profiler_cost_us=times.profiler_cost_us,
+        rows=[], nodes=[], limits=probe_limits(), total_weight_bytes=0, notes=notes)
+    _fill_rows(profile, times, graphs.ran_labels, graphs.owners, unit_count, has_loop=bool(graphs.outer_loops))
+    runtime_shapes = {name: ([_dims(i) for i in node.input_shapes], [_dims(o) for o in node.output_shapes])
+                      for name, node in times.nodes.items()}
+    costs = module_costs(graphs.named, graphs.labels, profile.feed_shapes, profile.samples_per_run,
+                         profile.sequences, runtime_shapes)
+    _fill_costs(profile, costs)
+    for node, stages in times.stage_seconds.items():
+        merge_stage_timers(profile, node, stages)
+    clamp_below_noise(profile)
+    return profile
+
+
+@dataclasses.dataclass
+class _Graphs:
+    """The model with unique node names, the graph ORT runs, and the module of their nodes."""
+
+    named: onnx.ModelProto
+    labels: dict[str, str]  # of the named model's nodes
+    ran: ir.Model
+    ran_labels: dict[str, str]
+    owners: dict[str, str]  # see _owners
+    outer_loops: set[str]  # the names of the Loops in the main graph ORT runs
+
+
+def _graphs(path: Path, model: onnx.ModelProto, threads: int, notes: list[str]) -> _Graphs:
     named = with_unique_node_names(model)
     original = ir.serde.deserialize_model(named)
     labels = attribute(original)
-    notes: list[str] = []
     with stage(f"ONNX Runtime's graph optimization of {path}"):
         optimized = optimized_model(named, threads)
     if optimized is None:
@@ -199,9 +245,13 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
     else:
         ran = ir.serde.deserialize_model(optimized)
         ran_labels = map_optimized(ran, original, labels)
-    owners = _owners(ran.graph)
     outer_loops = {n.name for n in ran.graph if n.op_type == "Loop"}
-    on_event = trace.model_events(trace_pid, str(path), ran_labels) if trace is not None else None
+    return _Graphs(named, labels, ran, ran_labels, _owners(ran.graph), outer_loops)
+
+
+def _timed_runs(path: Path, named: onnx.ModelProto, feed, *, threads: int, runs: int, warmup: int, calibrate: bool,
+                on_event, configure, stage_timers) -> tuple[KernelTimes, StageTimerFile | None]:
+    """The kernels' times; a fused op's own stage timers are read when the caller set none."""
     native_timers = None
     if configure is None and stage_timers is None and fused_loop_nodes(named):
         native_timers = stage_timers = StageTimerFile()
@@ -219,38 +269,21 @@ def profile_model(path: Path, *, threads: int = 1, frames: int = 2, runs: int = 
     finally:
         if native_timers is not None:
             native_timers.close()
-    missing = sorted(set(times.nodes) - set(ran_labels))
-    if missing:
-        notes.append(f"{len(missing)} kernel(s) not found in ORT's optimized graph, left unattributed: "
-                     + ", ".join(missing[:5]))
+    return times, native_timers
 
-    steps, sequences = _loop_extent(times, owners, outer_loops)
+
+def _steps_and_sequences(times: KernelTimes, graphs: _Graphs, native_timers: StageTimerFile | None,
+                         notes: list[str]) -> tuple[int, int]:
+    """(steps per run, sequences) of the generation loop, 0 steps when none ran; notes say why."""
+    outer_loops = graphs.outer_loops
+    steps, sequences = _loop_extent(times, graphs.owners, outer_loops)
     if not outer_loops and native_timers is not None and native_timers.extent and times.stage_seconds:
         steps, sequences = native_timers.extent  # the fused op's loop: per sample as for an ONNX Loop
     if outer_loops and not steps:
         notes.append("the Loop ran no iterations with these inputs: times are per run (give --dim or --inputs)")
     elif not outer_loops and not steps:
         notes.append("no Loop: times are per run and modules come from provenance only; see the nodes")
-    unit_count = runs * (steps * sequences if steps else 1)
-    profile = Profile(
-        model=str(path), kind=f"waveopt {info.mode.upper()} export" if info else "foreign graph",
-        inputs=source, feed_shapes={k: list(v.shape) for k, v in feed.items()},
-        threads=threads, runs=runs, warmup=warmup, unit="sample" if steps else "run",
-        steps_per_run=steps or 1, sequences=sequences if steps else 1,
-        wall_profiled_us=statistics.fmean(times.profiled_wall_s) * 1e6 * runs / unit_count,
-        wall_unprofiled_us=min(times.unprofiled_wall_s) * 1e6 * runs / unit_count,
-        profiler_cost_us=times.profiler_cost_us,
-        rows=[], nodes=[], limits=probe_limits(), total_weight_bytes=0, notes=notes)
-    _fill_rows(profile, times, ran_labels, owners, unit_count, has_loop=bool(outer_loops))
-    runtime_shapes = {name: ([_dims(i) for i in node.input_shapes], [_dims(o) for o in node.output_shapes])
-                      for name, node in times.nodes.items()}
-    costs = module_costs(named, labels, profile.feed_shapes, profile.samples_per_run, profile.sequences,
-                         runtime_shapes)
-    _fill_costs(profile, costs)
-    for node, stages in times.stage_seconds.items():
-        merge_stage_timers(profile, node, stages)
-    clamp_below_noise(profile)
-    return profile
+    return steps, sequences
 
 
 def clamp_below_noise(profile: Profile) -> None:

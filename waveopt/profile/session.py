@@ -36,6 +36,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from waveopt.graph import iter_proto_nodes
 from waveopt.runtime import session, uses_native_ops
 
 __all__ = ["KernelTimes", "NodeTimes", "StageTimers", "with_unique_node_names", "optimized_model", "run_profiled"]
@@ -107,23 +108,13 @@ def with_unique_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     seen: set[str] = set()
     counter = 0
-
-    def visit(graph: onnx.GraphProto) -> None:
-        nonlocal counter
-        for node in graph.node:
-            name = node.name
-            while not name or name in seen:
-                counter += 1
-                name = f"{node.name or node.op_type}#{counter}"
-            node.name = name
-            seen.add(name)
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g)
-                for sub in attr.graphs:
-                    visit(sub)
-
-    visit(model.graph)
+    for node, _ in iter_proto_nodes(model.graph):
+        name = node.name
+        while not name or name in seen:
+            counter += 1
+            name = f"{node.name or node.op_type}#{counter}"
+        node.name = name
+        seen.add(name)
     return model
 
 

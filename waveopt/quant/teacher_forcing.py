@@ -23,6 +23,7 @@ from onnx import TensorProto, helper
 
 from waveopt.errors import WaveoptError
 from waveopt.graph import prune_graph
+from waveopt.native_library import DOMAIN
 from waveopt.passes import NotRecognised, match_wavernn_loop
 
 __all__ = ["PREV_SAMPLES", "teacher_forced_variant"]
@@ -38,7 +39,7 @@ def teacher_forced_variant(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = out.graph
     if any(i.name == PREV_SAMPLES for i in graph.input):
         raise WaveoptError("the model is already teacher-forced (it reads prev_samples)")
-    native = [n for n in graph.node if n.domain == "waveopt.ops" and n.op_type == "WaveRNNLoop"]
+    native = [n for n in graph.node if n.domain == DOMAIN and n.op_type == "WaveRNNLoop"]
     if len(native) > 1:
         raise WaveoptError(f"the model has {len(native)} WaveRNNLoop nodes; expected one")
     if native:
