@@ -16,11 +16,9 @@ TARGET_MACS = 3_150_000
 
 
 @pytest.fixture(scope="module")
-def fatchord_raw():
-    """The fatchord-size demo model (RAW), exported once for this module."""
-    from waveopt.models import HParams, demo_model, export_wavernn
-
-    return export_wavernn(demo_model(HParams()))
+def fatchord_raw(exports):
+    """The fatchord-size demo model (RAW), the session's export (model_fixtures)."""
+    return exports("fatchord")
 
 
 def test_fatchord_size_per_step_macs(fatchord_raw):
