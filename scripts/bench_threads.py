@@ -1,6 +1,7 @@
 """Benchmark the native ops' worker teams on the fatchord-size demo model, in one run.
 
     .venv/bin/python scripts/bench_threads.py [--modes raw,mol] [--batches 1,16] [--repeats 5] [--threads 1,2]
+                                              [--dims 512]
 
 Rows, for RAW and MOL, batch 1 and 16 folds: native fp32 / int16 / int8 at each --threads
 count (the ops' team: waveopt.session(threads=N), ORT at 1 intra-op thread), beside the
@@ -22,6 +23,7 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from bench_targets import _cpu, time_interleaved  # scripts/ is on sys.path
@@ -64,6 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,16", help="1: one sequence of 8 frames; 16: 16 folds of 64 frames")
+    parser.add_argument("--dims", type=int, default=512, help="rnn and fc widths of the demo model (fatchord: 512)")
     args = parser.parse_args(argv)
     counts = [int(t) for t in args.threads.split(",")]
     most = max(counts)
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
 
     rows, busy_rows = [], []
     for mode in args.modes.split(","):
-        torch_model = demo_model(HParams(mode=mode))
+        torch_model = demo_model(HParams(mode=mode, rnn_dims=args.dims, fc_dims=args.dims))
         ranges = None
         batches = [(f"B={b}", None if b == "1" else FOLD) for b in args.batches.split(",")]
         for batch_name, fold in batches:
@@ -139,7 +142,7 @@ def render(rows, busy_rows, argv) -> str:
 
     isa = ops.info().get("isa", "?")
     out = [
-        (f"machine: {_cpu()} ({os.cpu_count()} cores), python {platform.python_version()}, "
+        (f"machine: {_cpu()} ({os.cpu_count()} cores, {_caches()}), python {platform.python_version()}, "
          f"onnxruntime {onnxruntime.__version__}, native ISA {isa}"),
         f"command: python scripts/bench_threads.py {' '.join(argv)}".rstrip(),
         "",
@@ -154,6 +157,20 @@ def render(rows, busy_rows, argv) -> str:
     for mode, w, name, rate, ratio in busy_rows:
         out.append(f"| {mode} | {w} | {name} | {rate:,.0f} | {ratio:.2f} |")
     return "\n".join(out)
+
+
+def _caches() -> str:
+    """CPU 0's L2 and L3 sizes from sysfs (private/shared as the kernel reports them)."""
+    found = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level, size = (index / "level").read_text().strip(), (index / "size").read_text().strip()
+            shared = (index / "shared_cpu_list").read_text().strip()
+        except OSError:
+            continue
+        if level in ("2", "3"):
+            found.append(f"L{level} {size} shared by CPUs {shared}")
+    return ", ".join(sorted(found)) or "caches unknown"
 
 
 if __name__ == "__main__":

@@ -130,13 +130,22 @@ void ThreadTeam::run(const Job& job) {
 
 void ThreadTeam::adapt(int members, int64_t waits, int64_t sleeps) {
   if (!adaptive_) return;
-  if (members > 1 && waits > 0 && sleeps * 1000 > waits * kSleepPerMille) {
+  const bool busy = members > 1 && waits > 0 && sleeps * 1000 > waits * kSleepPerMille;
+  if (busy) {
+    // A failed probe: the machine is still busy, so wait twice as long before the next one
+    // (each probe costs a job at the descheduled team's speed).
+    if (probing_) probe_interval_ = 2 * probe_interval_ < kProbeMax ? 2 * probe_interval_ : kProbeMax;
     active_ = members / 2 > 1 ? members / 2 : 1;  // peers were descheduled: use fewer
     jobs_since_probe_ = 0;
-  } else if (active_ < size_ && ++jobs_since_probe_ >= kProbeEvery) {
+  } else if (probing_) {
+    probe_interval_ = kProbeEvery;  // the whole team works again
+  } else if (active_ < size_ && ++jobs_since_probe_ >= probe_interval_) {
     active_ = size_;  // try the whole team again
     jobs_since_probe_ = 0;
+    probing_ = true;
+    return;
   }
+  probing_ = false;
 }
 
 void ThreadTeam::work(int member) {

@@ -15,7 +15,8 @@
 //
 // Adaptive member count: run() uses fewer members than the team has when the last jobs'
 // barrier waits often ended asleep (a peer descheduled: more runnable threads than free
-// cores), halving down to 1, and probes the whole team again every kProbeEvery jobs. With
+// cores), halving down to 1, and probes the whole team again after kProbeEvery jobs; a probe
+// that finds the machine still busy doubles that wait (up to kProbeMax jobs). With
 // another CPU-bound process on a 2-core machine the team so falls back to one thread instead
 // of losing to it; results do not change (bit-identical for any member count). Callers split
 // long work into several jobs (the loop: one per 64 steps) so the choice can follow the load.
@@ -119,7 +120,11 @@ class ThreadTeam {
   // Members the next run() will use (diagnostics and tests).
   int active() const { return active_; }
 
+  // Jobs before the next probe (diagnostics and tests).
+  int probe_interval() const { return probe_interval_; }
+
   static constexpr int kProbeEvery = 32;      // jobs on fewer members before trying all again
+  static constexpr int kProbeMax = 1024;      // the longest wait after failed probes
   static constexpr int kSleepPerMille = 100;  // > 10 % of barrier waits asleep: too busy
 
  private:
@@ -133,6 +138,8 @@ class ThreadTeam {
   bool adaptive_ = true;
   int active_;
   int jobs_since_probe_ = 0;
+  int probe_interval_ = kProbeEvery;
+  bool probing_ = false;  // the next job is a probe of the whole team
   std::mutex run_mutex_;
   Barrier barrier_;
   // One start signal per worker, on its own cache line: run() signals only the members a job

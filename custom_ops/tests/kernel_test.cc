@@ -743,6 +743,15 @@ void test_threads(const WaveoptKernels* k, std::mt19937& rng) {
         "adaptive team: did not fall back to 1 member after sleeping waits (or results changed)");
   for (int i = 0; i < ThreadTeam::kProbeEvery / 3; ++i) run_case(c, k, false, &adaptive);  // 3 jobs per run
   check(adaptive.active() == 2, "adaptive team: did not probe the whole team again");
+  // A probe that finds the machine still busy doubles the wait before the next one ...
+  run_case(c, k, false, &adaptive);  // its first job is the probe: asleep again
+  check(adaptive.active() == 1 && adaptive.probe_interval() == 2 * ThreadTeam::kProbeEvery,
+        "adaptive team: a failed probe did not double the wait before the next");
+  // ... and one that works (nobody asleep) keeps the whole team and resets the wait.
+  adaptive.set_backoff(0, true);  // spin only: never asleep
+  for (int i = 0; i < 2 * ThreadTeam::kProbeEvery / 3 + 1; ++i) run_case(c, k, false, &adaptive);
+  check(adaptive.active() == 2 && adaptive.probe_interval() == ThreadTeam::kProbeEvery,
+        "adaptive team: a working probe did not keep the whole team");
   std::printf("  %s loop on teams of 1-4 threads: bit-identical to 1 thread (fp32, int16, int8; 3 shapes)\n", k->isa);
 }
 
