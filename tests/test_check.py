@@ -5,7 +5,7 @@ import pytest
 from onnx import numpy_helper
 from onnx_builders import ar_loop_model, cnn_model
 
-from waveopt.check import CheckFailed, compare_models, cpu_session, random_inputs
+from waveopt.check import CheckFailed, check_sampled, compare_models, cpu_session, random_inputs
 from waveopt.errors import WaveoptError
 
 
@@ -62,6 +62,32 @@ def test_near_tie_needs_the_nudge(near_tie):
     assert not result.ok
     assert f"differs at step {k}" in result.outputs[0].note
     assert "does not reproduce it" in result.outputs[0].note
+
+
+def _step_sampler(boundary: float):
+    """A reference whose draw at step 3 jumps from class 10 to class 20 at u = ``boundary``:
+    classes 11..19 have near-zero probability, narrower than any nudge."""
+    def rerun(noise):
+        samples = np.zeros(noise.shape[:2], np.float32)
+        samples[3, 0] = 10.0 if noise[3, 0, 0] <= boundary else 20.0
+        return {"samples": samples}
+    return rerun
+
+
+@pytest.mark.parametrize("candidate, boundary, near", [
+    (14.0, 0.5 + 5e-7, True),    # between the draws at u -+ 1e-5: a near-tie no nudge reproduces
+    (25.0, 0.5 + 5e-7, False),   # outside them
+    (14.0, 0.5 + 1e-3, False),   # the reference does not move within 1e-5: no tie at all
+])
+def test_a_draw_between_the_nudged_draws_is_a_near_tie(candidate, boundary, near):
+    noise = np.full((6, 1, 2), 0.3, np.float32)
+    noise[3, 0, 0] = 0.5
+    rerun = _step_sampler(boundary)
+    ref = rerun(noise)["samples"]
+    cand = ref.copy()
+    cand[3, 0] = candidate
+    record, step = check_sampled("samples", ref, cand, 1e-4, noise, 1e-5, rerun)
+    assert record.ok is near and (step == 3) is near, record.note
 
 
 def test_without_sampled_outputs_a_near_tie_is_a_mismatch(near_tie):

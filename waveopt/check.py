@@ -4,8 +4,11 @@ Plain outputs must agree within ``atol + rtol * |reference|``. Sampled outputs
 (autoregressive samples, layout [T, B], fed back into the model) must agree at every
 step (exactly for integer samples, within ``atol`` for float ones), or else the first
 disagreeing step k must be a near-tie: re-running the reference with the noise input
-(layout [T, B, 2], uniforms) nudged at [k, b, j] by +-``tie_eps`` (j = 0, 1) reproduces
-the candidate's sample at [k, b]. The two runs then legitimately diverge after step k,
+(layout [T, B, 2], uniforms) nudged at [k, b, j] by at most ``tie_eps`` (j = 0, 1) either
+reproduces the candidate's sample at [k, b], or changes the reference's sample and brackets
+the candidate's: an inverse-CDF draw is monotone in its uniform, and classes of near-zero
+probability between the two bracketing draws (narrower than any nudge) are ordered by float
+noise in the logits. The two runs then legitimately diverge after step k,
 so outputs that disagree afterwards (e.g. a waveform) are reported as not compared.
 """
 
@@ -273,16 +276,22 @@ def _is_near_tie(
     name: str, noise: np.ndarray, k: int, b: int, wanted: np.ndarray, atol: float,
     tie_eps: float, rerun_reference: Callable[[np.ndarray], dict[str, np.ndarray]],
 ) -> bool:
-    """Does nudging noise[k, b, j] by at most tie_eps make the reference draw ``wanted``?
+    """Does nudging noise[k, b, j] by at most tie_eps make the reference draw ``wanted``, or
+    draw samples on both sides of it (see the module docstring)?
 
     Nudges of tie_eps, tie_eps/10 and tie_eps/100 each way: a nudge of the full tie_eps
     can jump past a very narrow class to the one beyond it.
     """
-    for j, size, sign in itertools.product(range(min(2, noise.shape[2])), (1.0, 0.1, 0.01), (1.0, -1.0)):
-        nudged = noise.copy()
-        nudged[k, b, j] = np.clip(noise[k, b, j] + sign * size * tie_eps, NOISE_LOW, NOISE_HIGH)
-        sample = rerun_reference(nudged)[name][k, b]
-        if _sample_matches(np.asarray(sample), np.asarray(wanted), atol):
+    for j in range(min(2, noise.shape[2])):
+        drawn = {}
+        for size, sign in itertools.product((1.0, 0.1, 0.01), (1.0, -1.0)):
+            nudged = noise.copy()
+            nudged[k, b, j] = np.clip(noise[k, b, j] + sign * size * tie_eps, NOISE_LOW, NOISE_HIGH)
+            drawn[sign * size] = sample = np.asarray(rerun_reference(nudged)[name][k, b])
+            if _sample_matches(sample, np.asarray(wanted), atol):
+                return True
+        low, high = sorted((float(drawn[-1.0]), float(drawn[1.0])))
+        if low < high and low - atol <= float(wanted) <= high + atol:
             return True
     return False
 
