@@ -6,6 +6,7 @@ or fatchord-default sizes. Exports are cached per (model, form, fold) for the se
 
 from __future__ import annotations
 
+import onnx
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -50,3 +51,12 @@ def models():
 @pytest.fixture(scope="session")
 def exports():
     return get_export
+
+
+@pytest.fixture(scope="session")
+def raw_path(tmp_path_factory, exports):
+    """The small RAW export as a file, saved once for the session's CLI tests (read it; write
+    elsewhere)."""
+    path = tmp_path_factory.mktemp("raw_model") / "raw.onnx"
+    onnx.save(exports("raw"), path)
+    return path

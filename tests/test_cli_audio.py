@@ -25,13 +25,6 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def raw_path(workdir, exports):
-    path = workdir / "raw.onnx"
-    onnx.save(exports("raw"), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def speech(workdir):
     """0.3 s of a voiced-like sound, stereo at 16 kHz (so reading averages channels and resamples)."""
     rate = 16000

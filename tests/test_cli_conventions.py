@@ -33,13 +33,6 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("conventions")
 
 
-@pytest.fixture(scope="module")
-def raw_path(workdir, exports):
-    path = workdir / "raw.onnx"
-    onnx.save(exports("raw"), path)
-    return path
-
-
 # --- help -------------------------------------------------------------------------------------
 def all_commands():
     """(words, click command) for every command and subcommand, read off the app itself."""

@@ -35,13 +35,6 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("profile")
 
 
-@pytest.fixture(scope="module")
-def raw_path(workdir, exports):
-    path = workdir / "raw.onnx"
-    onnx.save(exports("raw"), path)
-    return path
-
-
 def optimized(raw_path, workdir, passes: list[str]):
     from waveopt.passes import PASSES
 
