@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 import numpy as np
-from bench_targets import _cpu, time_interleaved  # scripts/ is on sys.path
+from bench_host import machine_line  # scripts/ is on sys.path
+from bench_targets import time_interleaved
 
 FOLD = (1000, 100)  # 64 frames x 275 = 17,600 samples -> 16 folds of 1,200 steps
 FOLD_FRAMES = 64
@@ -84,12 +84,8 @@ def main(argv=None) -> int:
 
 
 def render(speed_rows, accuracy_rows, argv) -> str:
-    from waveopt import ops
-
-    isa = ops.info().get("isa", "?")
     head = [
-        (f"machine: {_cpu()} ({os.cpu_count()} cores), python {platform.python_version()}, "
-         f"onnxruntime {__import__('onnxruntime').__version__}, native ISA {isa}"),
+        machine_line(),
         f"command: python scripts/bench_quant.py {' '.join(argv)}".rstrip(),
         "",
         "| mode | batch | target | weights | samples/s | x native fp32 | x real time | weight bytes/step | GB/s |",

@@ -19,8 +19,6 @@ the same inputs (samples identical or a near-tie first mismatch).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +27,7 @@ import numpy as np
 import onnx
 
 import waveopt
+from bench_host import machine_line  # scripts/ is on sys.path
 from waveopt.profile.bandwidth import probe_limits
 from waveopt.check import compare_models
 from waveopt.model_info import example_inputs, wavernn_info
@@ -117,8 +116,7 @@ def main(argv=None) -> int:
 
 def render(rows, limits, args) -> str:
     head = [
-        f"machine: {_cpu()} ({os.cpu_count()} cores), python {platform.python_version()}, "
-        f"onnxruntime {__import__('onnxruntime').__version__}, torch {__import__('torch').__version__}",
+        machine_line(),
         "limits (one core, this run): read " + ", ".join(
             f"{r:.0f} GB/s @ {s // 2**20} MB" for s, r in sorted(limits.read_gbps.items()))
         + f"; FMA peak {limits.fma_gflops:.0f} GFLOP/s",
@@ -134,14 +132,6 @@ def render(rows, limits, args) -> str:
             f"{r['rate'] / 22050:.3f}", f"{r['macs']:,}", f"{r['gflops']:.1f}", f"{r['gbps']:.1f}",
             f"{r['read']:.0f} @ {r['read_size'] // 2**20} MB"]) + " |")
     return "\n".join(head + lines)
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

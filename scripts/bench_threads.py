@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-from bench_targets import _cpu, time_interleaved  # scripts/ is on sys.path
+from bench_host import machine_line  # scripts/ is on sys.path
+from bench_targets import time_interleaved
 
 FOLD = (1000, 100)  # 64 frames x 275 = 17,600 samples -> 16 folds of 1,200 steps
 FOLD_FRAMES = 64
@@ -136,14 +135,8 @@ def busy_table(mode, models, feed, samples, counts, repeats, session) -> list:
 
 
 def render(rows, busy_rows, argv) -> str:
-    from waveopt import ops
-
-    import onnxruntime
-
-    isa = ops.info().get("isa", "?")
     out = [
-        (f"machine: {_cpu()} ({os.cpu_count()} cores, {_caches()}), python {platform.python_version()}, "
-         f"onnxruntime {onnxruntime.__version__}, native ISA {isa}"),
+        machine_line(),
         f"command: python scripts/bench_threads.py {' '.join(argv)}".rstrip(),
         "",
         "| mode | batch | model | weights | threads | samples/s | x 1 thread | x real time |",
@@ -157,20 +150,6 @@ def render(rows, busy_rows, argv) -> str:
     for mode, w, name, rate, ratio in busy_rows:
         out.append(f"| {mode} | {w} | {name} | {rate:,.0f} | {ratio:.2f} |")
     return "\n".join(out)
-
-
-def _caches() -> str:
-    """CPU 0's L2 and L3 sizes from sysfs (private/shared as the kernel reports them)."""
-    found = []
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            level, size = (index / "level").read_text().strip(), (index / "size").read_text().strip()
-            shared = (index / "shared_cpu_list").read_text().strip()
-        except OSError:
-            continue
-        if level in ("2", "3"):
-            found.append(f"L{level} {size} shared by CPUs {shared}")
-    return ", ".join(sorted(found)) or "caches unknown"
 
 
 if __name__ == "__main__":
