@@ -7,7 +7,7 @@ Private to ``waveopt.passes``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -27,6 +27,7 @@ __all__ = [
     "remove_dead_initializers",
     "replace_value",
     "Builder",
+    "Cursor",
     "ShapeInfo",
     "const_array",
     "is_onnx_op",
@@ -277,11 +278,11 @@ def _broadcast(all_dims: list[list]) -> list:
 
 
 class Builder:
-    """Creates nodes and initializers with model-wide unique names.
+    """Creates nodes, initializers and fresh names, unique across every graph of the model.
 
     New nodes carry the ``waveopt.module`` of the node they stand for (``like``), or the
-    one named (``module``). Initializers go to the main graph, where every subgraph can
-    read them; identical arrays are stored once.
+    one named (``module``), or a copy of a whole ``metadata`` dict. Initializers go to the
+    main graph, where every subgraph can read them; identical arrays are stored once.
     """
 
     def __init__(self, model: ir.Model, prefix: str) -> None:
@@ -292,6 +293,7 @@ class Builder:
         self._constants: dict[tuple, ir.Value] = {}
 
     def name(self, hint: str | None = None) -> str:
+        """A new ``prefix/hint_N`` name."""
         base = f"{self.prefix}/{hint}" if hint else self.prefix
         while True:
             self._counter += 1
@@ -299,15 +301,19 @@ class Builder:
             if self._names.claim(name):
                 return name
 
+    def fresh(self, base: str) -> str:
+        """``base`` if it is free, else the first free ``base_1``, ``base_2``, ... (for a
+        value that gives its name to another)."""
+        return self._names(base)
+
     def node(self, op_type: str, inputs: Sequence[ir.Value | None], like: ir.Node | None = None,
              num_outputs: int = 1, attributes: Iterable[ir.Attr] = (), hint: str | None = None,
-             domain: str = "", module: str | None = None, **attrs) -> ir.Node:
+             domain: str = "", module: str | None = None, metadata: Mapping[str, str] | None = None,
+             **attrs) -> ir.Node:
         """A new (not yet inserted) node; ``attrs`` are converted with onnx_ir's rules."""
-        all_attrs = [*attributes, *(ir.convenience.convert_attribute(k, v) for k, v in attrs.items())]
-        if module is None and like is not None:
-            module = like.metadata_props.get(MODULE_KEY)
-        node = ir.Node(domain, op_type, inputs, attributes=all_attrs, num_outputs=num_outputs,
-                       name=self.name(hint or op_type), metadata_props={MODULE_KEY: module} if module is not None else {})
+        node = ir.Node(domain, op_type, inputs, attributes=[*attributes, *ir.convenience.convert_attributes(attrs)],
+                       num_outputs=num_outputs, name=self.name(hint or op_type),
+                       metadata_props=_metadata(like, module, metadata))
         for out in node.outputs:
             out.name = self.name(hint or op_type)
         return node
@@ -319,20 +325,70 @@ class Builder:
         anchor.graph.insert_before(anchor, node)
         return list(node.outputs)
 
+    def at(self, anchor: ir.Node, after: bool = False, like: ir.Node | None = None,
+           metadata: Mapping[str, str] | None = None) -> Cursor:
+        """A cursor that inserts the nodes it builds before ``anchor`` (after it with ``after``)."""
+        return Cursor(self, anchor, after, like, metadata)
+
     def constant(self, array: np.ndarray, hint: str = "const") -> ir.Value:
-        """An initializer of the main graph holding ``array`` (reused for equal arrays)."""
+        """An initializer of the main graph holding ``array`` (reused for equal arrays while
+        it is still there)."""
         array = np.ascontiguousarray(array)
         key = (array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest())
-        if key not in self._constants:
+        value = self._constants.get(key)
+        if value is None or self.model.graph.initializers.get(value.name) is not value:
             name = self.name(hint)
             value = ir.Value(name=name, type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
                              shape=ir.Shape(array.shape), const_value=ir.tensor(array, name=name))
             self.model.graph.register_initializer(value)
             self._constants[key] = value
-        return self._constants[key]
+        return value
 
-    def int64s(self, values: Sequence[int]) -> ir.Value:
-        return self.constant(np.asarray(values, dtype=np.int64), "ints")
+    def int64s(self, values: Iterable[int], hint: str = "ints") -> ir.Value:
+        return self.constant(np.asarray(list(values), dtype=np.int64), hint)
+
+
+def _metadata(like: ir.Node | None, module: str | None, metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """A new node's metadata: a copy of ``metadata``, else ``module`` (else ``like``'s) as the module."""
+    if metadata is not None:
+        return dict(metadata)
+    if module is None and like is not None:
+        module = like.metadata_props.get(MODULE_KEY)
+    return {MODULE_KEY: module} if module is not None else {}
+
+
+class Cursor:
+    """Builds nodes with a ``Builder`` into ``anchor``'s graph in the order they are built:
+    before ``anchor``, or with ``after`` each one after the last (the first after ``anchor``).
+    Their metadata is ``like``'s module, or a copy of ``metadata``; ``nodes`` lists them."""
+
+    def __init__(self, builder: Builder, anchor: ir.Node, after: bool, like: ir.Node | None,
+                 metadata: Mapping[str, str] | None) -> None:
+        self.builder, self.anchor, self.after = builder, anchor, after
+        self.like, self.metadata = like, metadata
+        self.nodes: list[ir.Node] = []
+
+    def op(self, op_type: str, inputs: Sequence[ir.Value | None], n_out: int = 1,
+           name: str = "", **attrs) -> list[ir.Value]:
+        """A new node (named after ``name``, else the op) at the cursor; its outputs."""
+        node = self.builder.node(op_type, inputs, like=self.like, num_outputs=n_out, hint=name or op_type.lower(),
+                                 attributes=ir.convenience.convert_attributes(attrs), metadata=self.metadata)
+        if self.after:
+            self.anchor.graph.insert_after(self.anchor, node)
+            self.anchor = node
+        else:
+            self.anchor.graph.insert_before(self.anchor, node)
+        self.nodes.append(node)
+        return list(node.outputs)
+
+    def one(self, op_type: str, inputs: Sequence[ir.Value | None], name: str = "", **attrs) -> ir.Value:
+        return self.op(op_type, inputs, 1, name, **attrs)[0]
+
+    def ints(self, values: Iterable[int], hint: str = "ints") -> ir.Value:
+        return self.builder.int64s(values, hint)
+
+    def weight(self, array: np.ndarray, hint: str) -> ir.Value:
+        return self.builder.constant(np.asarray(array, np.float32), hint)
 
 
 def set_shape(value: ir.Value, dims: Sequence | None, like: ir.Value | None = None,
