@@ -549,7 +549,7 @@ def outputs_of(nodes: Iterable[ir.Node]) -> list[ir.Value]:
     return [out for node in nodes for out in node.outputs]
 
 
-def replace_value(old: ir.Value, new: ir.Value, names: Names) -> None:
+def replace_value(old: ir.Value, new: ir.Value, builder: Builder) -> None:
     """Make every user of ``old`` (graph outputs included) read ``new``.
 
     A graph output keeps its name: ``new`` takes it over, unless ``new`` is already a
@@ -561,16 +561,16 @@ def replace_value(old: ir.Value, new: ir.Value, names: Names) -> None:
     graph = old.graph
     name = old.name
     if new.is_graph_output() or new.is_graph_input() or new.is_initializer():
-        node = ir.Node("", "Identity", [new], num_outputs=1,
-                       metadata_props=dict(old.producer().metadata_props) if old.producer() else None)
-        old.name = names(f"{name}_replaced")
+        producer = old.producer()
+        node = builder.node("Identity", [new], metadata=producer.metadata_props if producer is not None else {})
+        old.name = builder.fresh(f"{name}_replaced")
         node.outputs[0].name = name
         node.outputs[0].type, node.outputs[0].shape = old.type, old.shape
         graph.append(node)
         old.replace_all_uses_with(node.outputs[0], replace_graph_outputs=True)
         return
     old.replace_all_uses_with(new, replace_graph_outputs=True)
-    old.name = names(f"{name}_replaced")
+    old.name = builder.fresh(f"{name}_replaced")
     new.name = name
     new.type = old.type or new.type  # a graph output keeps its declared type and shape
     new.shape = old.shape or new.shape

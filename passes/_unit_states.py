@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from waveopt.passes._ir import Emitter, Names, const_array, int_list, is_default_domain, remove_dead
+from waveopt.passes._ir import Builder, const_array, int_list, is_default_domain, remove_dead
 
 __all__ = ["narrow_unit_states"]
 
 
-def narrow_unit_states(loop: ir.Node, root: ir.Graph, names: Names) -> int:
+def narrow_unit_states(loop: ir.Node, builder: Builder) -> int:
     """Narrow every unit-axis state of ``loop`` (in place); returns how many."""
     body: ir.Graph = loop.attributes["body"].value
     n_carried = len(body.inputs) - 2
@@ -37,7 +37,7 @@ def narrow_unit_states(loop: ir.Node, root: ir.Graph, names: Names) -> int:
             continue
         rank = len(state.shape)
         dims = [d for k, d in enumerate(state.shape) if k != axis]
-        new_state = ir.Value(name=names(f"{state.name}_narrow"), type=state.type, shape=ir.Shape(dims))
+        new_state = ir.Value(name=builder.fresh(f"{state.name}_narrow"), type=state.type, shape=ir.Shape(dims))
         body.inputs[2 + i] = new_state
         dead = []
         for reader in readers:
@@ -45,21 +45,19 @@ def narrow_unit_states(loop: ir.Node, root: ir.Graph, names: Names) -> int:
             dead.append(reader.outputs[0])
         source = out.producer().inputs[0]
         if source.is_graph_output() or source.is_graph_input() or source.is_initializer():
-            ident = ir.Node("", "Identity", [source], name=names(f"{state.name}_next"),
-                            metadata_props=dict(out.producer().metadata_props))
-            ident.outputs[0].name = names(f"{state.name}_next")
+            ident = builder.node("Identity", [source], hint=f"{state.name}_next",
+                                 metadata=out.producer().metadata_props)
             body.append(ident)
             source = ident.outputs[0]
         body.outputs[1 + i] = source
         dead.append(out)
 
-        outer = Emitter(loop.graph, names, root, dict(loop.metadata_props), anchor=loop, prefix="loop/")
+        outer = builder.at(loop, metadata=loop.metadata_props)
         initial = loop.inputs[2 + i]
         loop.replace_input_with(2 + i, outer.one("Squeeze", [initial, outer.ints([axis])], "state_init"))
         final = loop.outputs[i]
         if final.uses() or final.is_graph_output():
-            after = Emitter(loop.graph, names, root, dict(loop.metadata_props), anchor=loop, prefix="loop/",
-                            after=True)
+            after = builder.at(loop, after=True, metadata=loop.metadata_props)
             restored = after.one("Unsqueeze", [final, after.ints([axis])], "state_final")
             for user, index in list(final.uses()):
                 if user is not restored.producer():
@@ -67,7 +65,7 @@ def narrow_unit_states(loop: ir.Node, root: ir.Graph, names: Names) -> int:
             if final.is_graph_output():
                 graph = loop.graph
                 graph.outputs[graph.outputs.index(final)] = restored
-                restored.name, final.name = final.name, names(f"{final.name}_narrow")
+                restored.name, final.name = final.name, builder.fresh(f"{final.name}_narrow")
         final.shape = ir.Shape(dims) if final.shape is not None and len(final.shape) == rank else None
         remove_dead(dead)
         narrowed += 1

@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from waveopt.passes._analysis.const_eval import constant_value
 from waveopt.passes._ir import (
-    Emitter, Names, const_array, int_list, is_default_domain, remove_dead, replace_value,
+    Builder, Cursor, const_array, int_list, is_default_domain, remove_dead, replace_value,
 )
 from waveopt.passes._unit_states import narrow_unit_states
 from waveopt.passes.base import WaveoptPass
@@ -68,7 +68,7 @@ class LowerGruPass(WaveoptPass):
                 if n.op_type == "GRU" and is_default_domain(n)]
         if not grus:
             return self.result(model, note="no GRU op")
-        names = Names(model)
+        builder = Builder(model, "lower_gru")
         lowered, skipped, bodies = 0, [], set()
         for node in grus:
             label = node.name or (node.outputs[1].name if len(node.outputs) > 1 else "") or "GRU"
@@ -77,14 +77,14 @@ class LowerGruPass(WaveoptPass):
                 skipped.append(f"GRU {label!r}: {why}")
                 continue
             bodies.add(id(node.graph))
-            _lower(node, plan, model.graph, names)
+            _lower(node, plan, builder)
             lowered += 1
         note = "; ".join(skipped)
         if not lowered:
             return self.result(model, note=note)
         loops = [n for n in ir.traversal.RecursiveGraphIterator(model.graph)
                  if n.op_type == "Loop" and is_default_domain(n) and id(n.attributes["body"].value) in bodies]
-        narrowed = sum(narrow_unit_states(loop, model.graph, names) for loop in loops)
+        narrowed = sum(narrow_unit_states(loop, builder) for loop in loops)
         done = f"lowered {lowered} GRU op(s) to Gemm + Split + gate math"
         if narrowed:
             done += f", {narrowed} Loop state(s) carried without their unit axis"
@@ -259,20 +259,19 @@ def _gates(array: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray, np.n
     return r, z, n
 
 
-def _lower(node: ir.Node, plan: _Plan, root: ir.Graph, names: Names) -> None:
+def _lower(node: ir.Node, plan: _Plan, builder: Builder) -> None:
     """Replace the GRU ``node`` by its one step, built before it, and drop what it read alone."""
-    base = f"{node.name or 'gru'}/"
-    emit = Emitter(node.graph, names, root, dict(node.metadata_props), anchor=node, prefix=base)
+    emit = builder.at(node, metadata=node.metadata_props)
     x, h = _step_inputs(plan, emit)
     h_new, gi, gh = _cell(plan, emit, x, h)
     _annotate(emit, x, {gi: 3 * plan.hidden, gh: (3 if plan.lbr else 2) * plan.hidden}, plan.hidden)
-    bypassed = _rewire_outputs(node, plan, emit, names, h_new)
+    bypassed = _rewire_outputs(node, plan, builder, h_new)
     old_inputs = [v for v in node.inputs if v is not None]
     node.graph.remove(node, safe=True)
     remove_dead([*old_inputs, *bypassed])
 
 
-def _step_inputs(plan: _Plan, emit: Emitter) -> tuple[ir.Value, ir.Value]:
+def _step_inputs(plan: _Plan, emit: Cursor) -> tuple[ir.Value, ir.Value]:
     """x [B, I] and h [B, H] of the one step: the sequence and direction axes squeezed (or the
     values that had them unsqueezed), zeros when the GRU has no initial state."""
     seq_axis = dir_axis = 1 if plan.layout else 0
@@ -286,7 +285,7 @@ def _step_inputs(plan: _Plan, emit: Emitter) -> tuple[ir.Value, ir.Value]:
     return x, h_source if h_source is not None else emit.one("Squeeze", [h, emit.ints([dir_axis])], "h")
 
 
-def _cell(plan: _Plan, emit: Emitter, x: ir.Value, h: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+def _cell(plan: _Plan, emit: Cursor, x: ir.Value, h: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
     """The GRU cell in standard ops: (h', the input projection gi, the recurrent projection gh)."""
     hidden, has_b = plan.hidden, plan.b is not None
     w_r, w_z, w_n = _gates(plan.w, hidden)
@@ -317,14 +316,14 @@ def _cell(plan: _Plan, emit: Emitter, x: ir.Value, h: ir.Value) -> tuple[ir.Valu
     return h_new, gi, gh
 
 
-def _gemm(emit: Emitter, a: ir.Value, weight: np.ndarray, bias: np.ndarray | None, name: str) -> ir.Value:
+def _gemm(emit: Cursor, a: ir.Value, weight: np.ndarray, bias: np.ndarray | None, name: str) -> ir.Value:
     inputs = [a, emit.weight(weight, f"{name}_weight")]
     if bias is not None:
         inputs.append(emit.weight(bias, f"{name}_bias"))
     return emit.one("Gemm", inputs, name, transB=1)
 
 
-def _annotate(emit: Emitter, x: ir.Value, widths: dict[ir.Value, int], hidden: int) -> None:
+def _annotate(emit: Cursor, x: ir.Value, widths: dict[ir.Value, int], hidden: int) -> None:
     """Float [B, width] on the cell's values (``hidden`` wide unless ``widths`` says otherwise)."""
     batch = x.shape[0] if x.shape is not None and len(x.shape) == 2 else None
     for value in (o for n in emit.nodes if n.op_type not in ("Shape", "Concat", "Squeeze") for o in n.outputs):
@@ -333,11 +332,10 @@ def _annotate(emit: Emitter, x: ir.Value, widths: dict[ir.Value, int], hidden: i
             value.shape = ir.Shape([batch, widths.get(value, hidden)])
 
 
-def _rewire_outputs(node: ir.Node, plan: _Plan, emit: Emitter, names: Names, h_new: ir.Value) -> list[ir.Value]:
+def _rewire_outputs(node: ir.Node, plan: _Plan, builder: Builder, h_new: ir.Value) -> list[ir.Value]:
     """Readers of Y [seq, dir, B, H] (layout 1: [B, seq, dir, H]) and Y_h [dir, B, H] ([B, dir,
     H]) read h' instead: directly where they only drop the unit axes (those values are
     returned, bypassed), else through an Unsqueeze."""
-    graph, base = node.graph, emit.prefix
     bypassed = []
     for index, axes, rank in ((0, [1, 2] if plan.layout else [0, 1], 4), (1, [1 if plan.layout else 0], 3)):
         if len(node.outputs) <= index:
@@ -345,12 +343,10 @@ def _rewire_outputs(node: ir.Node, plan: _Plan, emit: Emitter, names: Names, h_n
         old = node.outputs[index]
         for user, position in list(old.uses()):
             if position == 0 and _drops_unit_axes(user, axes, rank):
-                replace_value(user.outputs[0], h_new, names)
+                replace_value(user.outputs[0], h_new, builder)
                 bypassed.append(user.outputs[0])
         if old.uses() or old.is_graph_output():
-            restored = ir.Node("", "Unsqueeze", [h_new, emit.ints(axes)], num_outputs=1,
-                               metadata_props=dict(node.metadata_props), name=names(f"{base}unsqueeze_y{index}"))
-            restored.outputs[0].name = names(f"{base}y{index}")
-            graph.insert_after(node, restored)
-            replace_value(old, restored.outputs[0], names)
+            after = builder.at(node, after=True, metadata=node.metadata_props)
+            restored = after.one("Unsqueeze", [h_new, after.ints(axes)], f"y{index}")
+            replace_value(old, restored, builder)
     return bypassed
