@@ -29,7 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from waveopt.graph import loop_nodes
-from waveopt.passes._ir import MODULE_KEY, Emitter, Names, add_initializer, const_array, remove_dead
+from waveopt.passes._ir import Builder, Cursor, const_array, remove_dead
 from waveopt.passes._analysis.loop_features import LoopFeatures, shape_hints
 from waveopt.passes.base import WaveoptPass
 
@@ -86,12 +86,12 @@ class PadDimsPass(WaveoptPass):
         if model.graph.opset_imports.get("", 0) < 13:
             return self.result(model, note="opset below 13")
         hints = shape_hints(model)
-        names = Names(model)
+        builder = Builder(model, "pad")
         done, notes = [], []
         for loop in loops:
             padding = _Padding(LoopFeatures(loop, hints), self.multiple)
             if padding.pads:
-                padding.rewrite(model.graph, names)
+                padding.rewrite(builder)
                 done.append(padding.describe())
             else:
                 notes.append(padding.why)
@@ -215,9 +215,9 @@ class _Padding:
     def new_width(self, v: ir.Value) -> int:
         return sum(w + p for _, w, p in self.layout(v))
 
-    def rewrite(self, root: ir.Graph, names: Names) -> None:
+    def rewrite(self, builder: Builder) -> None:
         self.macs_before = self._macs()
-        self._root, self._names, self._cache, dead = root, names, {}, []
+        self._builder, self._cache, dead = builder, {}, []
         self._relayout_modeled(dead)
         self._unpad_loop_outputs()
         relaid = self._relayout_entering(dead)
@@ -227,9 +227,9 @@ class _Padding:
 
     def _relayout_modeled(self, dead: list[ir.Value]) -> None:
         """Weights, Split sizes and Slice bounds, while every input is still the analysed value."""
-        f, names, root = self.f, self._names, self._root
+        f = self.f
         for node in [n for n in f.body if n in f.modeled]:
-            emit = Emitter(f.body, names, root, _module(node), anchor=node, prefix="pad/")
+            emit = self._builder.at(node, like=node)
             if node.op_type in ("Gemm", "MatMul"):
                 self._pad_weight(node, dead)
             elif node.op_type == "Split" and self.padded(node.inputs[0]):
@@ -250,21 +250,20 @@ class _Padding:
 
     def _unpad_loop_outputs(self) -> None:
         """Loop outputs (final states, scan outputs) are sliced back after the Loop."""
-        f, names, root = self.f, self._names, self._root
+        f = self.f
         for k, v in enumerate(f.body.outputs[1:]):
             if not self.padded(v):
                 continue
             out = f.loop.outputs[k]
             if out.uses() or out.is_graph_output():
-                emit = Emitter(f.loop.graph, names, root, _module(f.loop), anchor=f.loop, prefix="pad/",
-                               after=True)
-                _unpad_uses(emit, out, self.layout(v), names)
+                emit = self._builder.at(f.loop, after=True, like=f.loop)
+                _unpad_uses(emit, out, self.layout(v))
             if out.shape is not None and len(out.shape) == f.axes[v].rank + (k >= f.n_carried):
                 out.shape = _with_last(out.shape, self.new_width(v))
 
     def _relayout_entering(self, dead: list[ir.Value]) -> set[ir.Value]:
         """Values entering the padded layout from outside the modeled nodes; returns them."""
-        f, names, root = self.f, self._names, self._root
+        f = self.f
         relaid = set()
         for v in list(f.axes):
             if not self.padded(v) or (f.in_body(v) and v.producer() in f.modeled):
@@ -276,14 +275,13 @@ class _Padding:
                 continue
             array = const_array(v)
             if array is not None:
-                new = self._cached(("const", v, tuple(layout)), lambda: add_initializer(
-                    root, names, f"pad/{v.name or 'const'}", _pad_array(array, layout)))
+                new = self._cached(("const", v, tuple(layout)), lambda: self._builder.constant(
+                    _pad_array(array, layout), v.name or "const"))
             elif not f.in_body(v):
                 new = self._outside(v, layout, rank)
             else:  # made in the body by an op that is not modeled: padded at every step
                 producer = v.producer()
-                emit = Emitter(f.body, names, root, _module(producer), anchor=producer, prefix="pad/", after=True)
-                new = _pad_value(emit, v, layout, rank)
+                new = _pad_value(self._builder.at(producer, after=True, like=producer), v, layout, rank)
             for node, index in list(v.uses()):
                 if node.graph is f.body and (node, index) in f.feature_uses:
                     node.replace_input_with(index, new)
@@ -310,8 +308,7 @@ class _Padding:
         computed padded by zero weight columns."""
         loop = self.f.loop
         return self._cached(("outside", value, tuple(layout)), lambda: value if self._pad_product(value, layout)
-                            else _pad_value(Emitter(loop.graph, self._names, self._root, _module(loop),
-                                                    anchor=loop, prefix="pad/"), value, layout, rank))
+                            else _pad_value(self._builder.at(loop, like=loop), value, layout, rank))
 
     def _pad_product(self, value: ir.Value, layout) -> bool:
         """MatMul(x, W) / Gemm(x, W[, c]) / Add(that, bias) with constant W, c, bias: pad
@@ -341,7 +338,7 @@ class _Padding:
             return False
 
         def replace(at: ir.Node, index: int, array: np.ndarray, base: str) -> None:
-            new = add_initializer(self._root, self._names, f"pad/{base}", array)
+            new = self._builder.constant(array, base)
             old = at.inputs[index]
             at.replace_input_with(index, new)
             remove_dead([old])
@@ -369,8 +366,7 @@ class _Padding:
             array = const_array(weight)
             kn = array.T if trans else array  # [K, N]
             padded = _pad_array(_pad_array(kn.T, k_layout).T, n_layout)
-            return add_initializer(self._root, self._names, f"pad/{weight.name or 'weight'}",
-                                   padded.T if trans else padded)
+            return self._builder.constant(padded.T if trans else padded, weight.name or "weight")
 
         node.replace_input_with(1, self._cached(("weight", weight, tuple(k_layout), tuple(n_layout), trans), make))
         dead.append(weight)
@@ -410,10 +406,6 @@ def _unary(op: str, x: float | None) -> float | None:
     return _f32(-x if op == "Neg" else x)
 
 
-def _module(node: ir.Node | None) -> dict[str, str]:
-    return {MODULE_KEY: node.metadata_props[MODULE_KEY]} if node is not None and MODULE_KEY in node.metadata_props else {}
-
-
 def _with_last(shape: ir.Shape, width: int) -> ir.Shape:
     return ir.Shape([*list(shape)[:-1], width])
 
@@ -427,7 +419,7 @@ def _pad_array(array: np.ndarray, layout: list[tuple[int, int, int]]) -> np.ndar
     return np.concatenate(pieces, axis=-1)
 
 
-def _pad_value(emit: Emitter, value: ir.Value, layout: list[tuple[int, int, int]], rank: int) -> ir.Value:
+def _pad_value(emit: Cursor, value: ir.Value, layout: list[tuple[int, int, int]], rank: int) -> ir.Value:
     """Nodes padding ``value``'s last-axis segments with zeros: Pad, or Split + Pads + Concat."""
     def pad(v: ir.Value, amount: int) -> ir.Value:
         return emit.one("Pad", [v, emit.ints([0] * (2 * rank - 1) + [amount], "pads")], "pad")
@@ -444,7 +436,7 @@ def _pad_value(emit: Emitter, value: ir.Value, layout: list[tuple[int, int, int]
     return padded
 
 
-def _unpad_uses(emit: Emitter, value: ir.Value, layout: list[tuple[int, int, int]], names: Names) -> None:
+def _unpad_uses(emit: Cursor, value: ir.Value, layout: list[tuple[int, int, int]]) -> None:
     """Make every user of ``value`` (graph outputs included, by name) read its real units:
     a Slice, or a Gather of the real units, right after it."""
     uses, was_output = list(value.uses()), value.is_graph_output()
@@ -466,5 +458,5 @@ def _unpad_uses(emit: Emitter, value: ir.Value, layout: list[tuple[int, int, int
             if out is value:
                 graph.outputs[i] = real
         name = value.name
-        value.name = names(f"{name}_padded")
+        value.name = emit.builder.fresh(f"{name}_padded")
         real.name = name
