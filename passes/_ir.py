@@ -1,5 +1,6 @@
-"""The one helper layer of the passes: constants, static shapes, fresh names, node
-building, dead-code removal, the subgraph walk and the native ops' domain.
+"""The one helper layer of the passes: constants, static shapes, node building (one
+``Builder``: names, nodes, initializers), dead-code removal, the subgraph walk and the
+native ops' domain.
 
 Private to ``waveopt.passes``.
 """
@@ -19,9 +20,6 @@ from waveopt.provenance import MODULE_KEY
 __all__ = [
     "DOMAIN",
     "MODULE_KEY",
-    "Emitter",
-    "Names",
-    "add_initializer",
     "constant_float64",
     "is_default_domain",
     "remove_dead_initializers",
@@ -288,7 +286,7 @@ class Builder:
     def __init__(self, model: ir.Model, prefix: str) -> None:
         self.model = model
         self.prefix = prefix
-        self._names = Names(model)
+        self._taken = _taken_names(model)
         self._counter = 0
         self._constants: dict[tuple, ir.Value] = {}
 
@@ -298,13 +296,23 @@ class Builder:
         while True:
             self._counter += 1
             name = f"{base}_{self._counter}"
-            if self._names.claim(name):
+            if self._claim(name):
                 return name
 
     def fresh(self, base: str) -> str:
         """``base`` if it is free, else the first free ``base_1``, ``base_2``, ... (for a
         value that gives its name to another)."""
-        return self._names(base)
+        name, i = base, 1
+        while not self._claim(name):
+            name, i = f"{base}_{i}", i + 1
+        return name
+
+    def _claim(self, name: str) -> bool:
+        """Take ``name`` if it is free; whether it was."""
+        if name in self._taken:
+            return False
+        self._taken.add(name)
+        return True
 
     def node(self, op_type: str, inputs: Sequence[ir.Value | None], like: ir.Node | None = None,
              num_outputs: int = 1, attributes: Iterable[ir.Attr] = (), hint: str | None = None,
@@ -346,6 +354,19 @@ class Builder:
 
     def int64s(self, values: Iterable[int], hint: str = "ints") -> ir.Value:
         return self.constant(np.asarray(list(values), dtype=np.int64), hint)
+
+
+def _taken_names(model: ir.Model) -> set[str]:
+    """The value and node names of every graph of ``model``."""
+    taken: set[str] = set()
+    for graph in iter_graphs(model.graph):
+        taken.update(v.name for v in graph.inputs if v.name)
+        taken.update(graph.initializers)
+        for node in graph:
+            taken.update(v.name for v in node.outputs if v.name)
+            if node.name:
+                taken.add(node.name)
+    return taken
 
 
 def _metadata(like: ir.Node | None, module: str | None, metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -424,90 +445,6 @@ def remove_dead_initializers(model: ir.Model) -> int:
             graph.initializers.pop(name)
             removed += 1
     return removed
-
-
-class Names:
-    """Fresh value and node names, unique across every graph of a model."""
-
-    def __init__(self, model: ir.Model) -> None:
-        self._taken: set[str] = set()
-        for graph in iter_graphs(model.graph):
-            self._taken.update(v.name for v in graph.inputs if v.name)
-            self._taken.update(graph.initializers)
-            for node in graph:
-                self._taken.update(v.name for v in node.outputs if v.name)
-                if node.name:
-                    self._taken.add(node.name)
-
-    def __call__(self, base: str) -> str:
-        """``base``, else the first free ``base_1``, ``base_2``, ..."""
-        name, i = base, 1
-        while not self.claim(name):
-            name, i = f"{base}_{i}", i + 1
-        return name
-
-    def claim(self, name: str) -> bool:
-        """Take ``name`` if it is free; whether it was."""
-        if name in self._taken:
-            return False
-        self._taken.add(name)
-        return True
-
-
-def add_initializer(graph: ir.Graph, names: Names, base: str, array: np.ndarray) -> ir.Value:
-    """Register ``array`` as a new initializer of ``graph`` under a fresh name."""
-    name = names(base)
-    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
-                     const_value=tensor)
-    graph.register_initializer(value)
-    return value
-
-
-class Emitter:
-    """Builds nodes into ``graph`` before ``anchor`` (after it with ``after=True``; at the
-    end without an anchor), in the order they are built, named and tagged with ``metadata``."""
-
-    def __init__(self, graph: ir.Graph, names: Names, root: ir.Graph, metadata: dict[str, str],
-                 anchor: ir.Node | None = None, prefix: str = "", after: bool = False) -> None:
-        self.graph, self.names, self.root = graph, names, root
-        self.metadata, self.anchor, self.prefix, self.after = dict(metadata), anchor, prefix, after
-        self.nodes: list[ir.Node] = []
-        self._consts: dict[tuple, ir.Value] = {}
-
-    def op(self, op_type: str, inputs: Sequence[ir.Value | None], n_out: int = 1,
-           name: str = "", **attrs) -> list[ir.Value]:
-        node = ir.Node("", op_type, inputs, num_outputs=n_out,
-                       attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
-                       metadata_props=dict(self.metadata))
-        base = f"{self.prefix}{name or op_type.lower()}"
-        node.name = self.names(base)
-        for i, out in enumerate(node.outputs):
-            out.name = self.names(base if n_out == 1 else f"{base}_{i}")
-        if self.anchor is None:
-            self.graph.append(node)
-        elif self.after:
-            self.graph.insert_after(self.anchor, node)
-            self.anchor = node
-        else:
-            self.graph.insert_before(self.anchor, node)
-        self.nodes.append(node)
-        return list(node.outputs)
-
-    def one(self, op_type: str, inputs: Sequence[ir.Value | None], name: str = "", **attrs) -> ir.Value:
-        return self.op(op_type, inputs, 1, name, **attrs)[0]
-
-    def ints(self, values: Iterable[int], base: str = "const") -> ir.Value:
-        """An int64 1-D initializer of the root graph (shared per pass call)."""
-        values = tuple(int(v) for v in values)
-        key = ("i64", values)
-        if key not in self._consts:
-            self._consts[key] = add_initializer(self.root, self.names, f"{self.prefix}{base}",
-                                                np.array(values, np.int64))
-        return self._consts[key]
-
-    def weight(self, array: np.ndarray, base: str) -> ir.Value:
-        return add_initializer(self.root, self.names, f"{self.prefix}{base}", np.asarray(array, np.float32))
 
 
 def remove_dead(values: Iterable[ir.Value | None]) -> int:
