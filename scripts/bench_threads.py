@@ -70,9 +70,6 @@ def main(argv=None) -> int:
     counts = [int(t) for t in args.threads.split(",")]
     most = max(counts)
 
-    import torch
-
-    torch.set_num_threads(1)  # building the models only; with 2 threads it crawls on a busy machine
     import waveopt
     from waveopt.model_info import example_inputs, wavernn_info
     from waveopt.models import HParams, demo_model, export_wavernn
